@@ -1,0 +1,171 @@
+"""One frozen Config, built from a TOML file and the command line.
+
+Every setting is a field of :class:`Config`; its metadata (help text, short
+flag, allowed values, lower bound) is the single place the setting is
+described.  The CLI flags, the TOML validation and ``etc/prefork.toml`` all
+follow from it, so a new setting is one new field.
+
+Precedence: built-in default < TOML file < command line.  Every error names
+the key and where it came from and maps to exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Tuple
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.9/3.10 only
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+
+def setting(default: Any, help: str, *, flag: str = "", choices: Tuple[str, ...] = (),
+            minimum: Optional[float] = None, metavar: str = "") -> Any:
+    """Declare one setting: a dataclass field whose metadata drives CLI and checks."""
+    meta = {"help": help, "flag": flag, "choices": choices, "minimum": minimum,
+            "metavar": metavar}
+    return field(default=default, metadata=meta)
+
+
+CPU_COUNT = os.cpu_count() or 1
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class Config:
+    target: str = setting(
+        "", "What to serve: 'module:name' (a socketserver handler class or a "
+        "WSGI app) or 'module:factory()'. Usually given on the command line.")
+    bind: Tuple[str, ...] = setting(
+        ("127.0.0.1:8000",), "Addresses to listen on: HOST:PORT, :PORT or "
+        "[IPv6]:PORT. Repeat -b for several.", flag="-b", metavar="ADDR")
+    workers: int = setting(
+        CPU_COUNT, "Number of worker processes (default: number of CPUs).",
+        flag="-w", minimum=1, metavar="N")
+    worker_class: str = setting(
+        "auto", "Worker kind. sync: one connection at a time per worker. "
+        "thread: a bounded pool of `threads` per worker. auto: thread for "
+        "handler classes (a handler owns its connection until handle() "
+        "returns, so one idle keep-alive client would hold a sync worker).",
+        flag="-k", choices=("auto", "sync", "thread"))
+    threads: int = setting(
+        32, "Threads per worker for the thread worker; while all are busy the "
+        "worker stops accepting and new connections wait in the backlog.",
+        minimum=1, metavar="N")
+    backlog: int = setting(
+        2048, "Listen backlog: connections the kernel queues before accept.",
+        minimum=1, metavar="N")
+    timeout: float = setting(
+        30.0, "Seconds a worker may go without a heartbeat (booting, or stuck "
+        "in one request on a sync worker) before its traceback is dumped and "
+        "it is killed.", minimum=0.1, metavar="S")
+    graceful_timeout: float = setting(
+        30.0, "Seconds in-flight requests get to finish on TERM or when a "
+        "generation is retired; what is left is killed.", minimum=0.0,
+        metavar="S")
+    idle_timeout: float = setting(
+        15.0, "Socket timeout given to each connection served by a handler "
+        "class: a read or write that waits longer fails, so an idle keep-alive "
+        "client cannot hold a thread or worker forever. 0 = no timeout. A "
+        "handler class's own `timeout` attribute wins.", minimum=0.0,
+        metavar="S")
+    max_requests: int = setting(
+        0, "Recycle a worker after this many connections (0 = never). Its "
+        "replacement is started first, so capacity never dips.", minimum=0,
+        metavar="N")
+    max_requests_jitter: int = setting(
+        0, "Add a random 0..N to max_requests per worker, so workers do not "
+        "all recycle at once.", minimum=0, metavar="N")
+    error_log: str = setting(
+        "-", "Where log lines go: a file path, or '-' for standard error. "
+        "USR1 reopens it.", metavar="PATH")
+    log_level: str = setting("info", "Least severe level logged.",
+                             choices=LOG_LEVELS)
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def field_type(name: str) -> type:
+    """The plain Python type of a setting: int, float, str, bool or tuple."""
+    annotation = FIELDS[name].type
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    for kind in (int, float, str, bool):
+        if text == kind.__name__:
+            return kind
+    if text.startswith(("Tuple", "tuple")):
+        return tuple
+    raise AssertionError(f"setting {name} has unsupported type {annotation!r}")
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    kind = field_type(name)
+    meta = FIELDS[name].metadata
+    where = f"{origin}: key '{name}'"
+    if kind is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        if not value:
+            raise ConfigError(f"{where}: must not be empty")
+        return tuple(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{where}: expected {_type_word(kind)}, got {value!r}")
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise ConfigError(f"{where}: {value!r} is below the minimum {meta['minimum']}")
+    return value
+
+
+def _type_word(kind: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string",
+            bool: "true or false"}[kind]
+
+
+def read_toml(path: str) -> dict:
+    """Parse a TOML file into a dict of settings, nothing validated yet."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return data
+
+
+def build(file_values: Mapping[str, Any], cli_values: Mapping[str, Any],
+          path: str = "") -> Config:
+    """Validate and merge TOML values and CLI values (CLI wins) into a Config."""
+    values: dict = {}
+    for origin, source in ((path or "config", file_values), ("command line", cli_values)):
+        for name, value in source.items():
+            if name not in FIELDS:
+                raise ConfigError(f"{origin}: unknown key '{name}'")
+            values[name] = _coerce(name, value, origin)
+    return Config(**values)
+
+
+def load(path: Optional[str], cli_values: Mapping[str, Any]) -> Config:
+    """Read ``path`` (if any) and merge the CLI values over it."""
+    file_values = read_toml(path) if path else {}
+    config = build(file_values, cli_values, path or "")
+    if not config.target:
+        raise ConfigError("no TARGET given (module:name), neither on the command "
+                          f"line nor as 'target' in {path or 'a config file'}")
+    return config

@@ -1,0 +1,1 @@
+"""Bundled example targets: ``prefork serve prefork.examples.echo:UpperEchoHandler``."""

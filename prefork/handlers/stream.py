@@ -1,0 +1,93 @@
+"""Serving ``socketserver`` stream handler classes, unchanged, inside a worker.
+
+A handler expects ``self.server`` to be a socketserver server.  A worker
+builds one :class:`HandlerServer` per inherited listener: a real
+:class:`socketserver.BaseServer` whose socket is that listener, so handlers
+find ``server_address``, ``socket``, ``RequestHandlerClass`` and the
+``finish_request`` / ``handle_error`` / ``shutdown_request`` template methods
+where socketserver puts them.  Only the loop is different: the worker's
+selector loop accepts, and calls :meth:`HandlerServer.serve_connection`
+inline (sync worker) or from its thread pool (thread worker).
+
+Override in a subclass, as with socketserver: ``verify_request`` to refuse
+clients, ``handle_error`` to report errors differently.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+from typing import Type
+
+logger = logging.getLogger("prefork")
+
+
+class HandlerServer(socketserver.BaseServer):
+    """socketserver's server API over a listener the master already bound."""
+
+    def __init__(self, sock: socket.socket, handler_class: Type[socketserver.BaseRequestHandler],
+                 idle_timeout: float = 0.0) -> None:
+        super().__init__(sock.getsockname(), handler_class)
+        self.socket = sock
+        self.address_family = sock.family
+        self.socket_type = sock.type
+        self.idle_timeout = idle_timeout
+        # What http.server.HTTPServer adds; SERVER_NAME-style code reads these.
+        self.server_name = str(self.server_address[0])
+        self.server_port = self.server_address[1]
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def prepare(self, conn: socket.socket) -> None:
+        """Make an accepted connection ready for a blocking handler."""
+        conn.setblocking(True)
+        if conn.family in (socket.AF_INET, socket.AF_INET6):
+            # http.server writes headers and body separately: without this,
+            # Nagle + delayed ACK add ~40 ms to every keep-alive response.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.idle_timeout:
+            conn.settimeout(self.idle_timeout)
+
+    def serve_connection(self, conn: socket.socket, client_address: object) -> None:
+        """Run one handler over ``conn`` and close it; errors are logged, never raised."""
+        try:
+            if self.verify_request(conn, client_address):
+                self.finish_request(conn, client_address)
+        except Exception:
+            self.handle_error(conn, client_address)
+        finally:
+            self.shutdown_request(conn)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        logger.exception("error in %s while serving %s",
+                         self.RequestHandlerClass.__name__, _format_address(client_address))
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        try:
+            # Tell the client we are done writing before the close, as TCPServer does.
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.close_request(request)
+
+    def close_request(self, request: socket.socket) -> None:
+        request.close()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        raise RuntimeError("prefork runs the serve loop; handlers must not call serve_forever()")
+
+    def shutdown(self) -> None:
+        logger.warning("%s called server.shutdown(); under prefork, stop the pool with "
+                       "a signal to the master instead", self.RequestHandlerClass.__name__)
+
+    def server_close(self) -> None:
+        """The listener belongs to the master; a worker only drops its copy."""
+        self.socket.close()
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address) or "a client"

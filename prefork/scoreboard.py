@@ -1,0 +1,113 @@
+"""The scoreboard: one anonymous shared mmap, one fixed-size slot per worker.
+
+The master creates it before the first fork, so every worker shares the same
+pages.  A worker writes only its own slot (a heartbeat is one ``pack_into``,
+no syscall); the master and ``prefork status`` read all of them.  Times are
+``time.monotonic()``, which is the same clock in every process of the host.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+# pid, generation, state, requests, connections, booted, heartbeat, request_start
+_SLOT = struct.Struct("=qqqqqddd")
+SLOT_SIZE = 64
+assert _SLOT.size <= SLOT_SIZE
+
+_HEARTBEAT_AT = struct.calcsize("=qqqqqd")
+_REQUEST_START_AT = struct.calcsize("=qqqqqdd")
+_REQUESTS_AT = struct.calcsize("=qqq")
+_STATE_AT = struct.calcsize("=qq")
+_DOUBLE = struct.Struct("=d")
+_LONG = struct.Struct("=q")
+
+FREE, BOOTING, READY, DRAINING = 0, 1, 2, 3
+STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", DRAINING: "draining"}
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """A copy of one slot, as read at one moment."""
+
+    slot: int
+    pid: int
+    generation: int
+    state: int
+    requests: int
+    connections: int
+    booted: float
+    heartbeat: float
+    request_start: float
+
+
+class Scoreboard:
+    """``capacity`` slots in one shared anonymous mapping."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._mm = mmap.mmap(-1, capacity * SLOT_SIZE, flags=mmap.MAP_SHARED)
+
+    def claim(self, slot: int, pid: int, generation: int, now: float) -> None:
+        """Reset ``slot`` for a new worker (the master does this right after fork)."""
+        _SLOT.pack_into(self._mm, slot * SLOT_SIZE, pid, generation, BOOTING, 0, 0,
+                        now, now, 0.0)
+
+    def set_pid(self, slot: int, pid: int) -> None:
+        _LONG.pack_into(self._mm, slot * SLOT_SIZE, pid)
+
+    def release(self, slot: int) -> None:
+        _SLOT.pack_into(self._mm, slot * SLOT_SIZE, 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0)
+
+    def read(self, slot: int) -> SlotView:
+        return SlotView(slot, *_SLOT.unpack_from(self._mm, slot * SLOT_SIZE))
+
+    def __iter__(self) -> Iterator[SlotView]:
+        for slot in range(self.capacity):
+            view = self.read(slot)
+            if view.pid:
+                yield view
+
+    def heartbeat_of(self, slot: int) -> float:
+        return _DOUBLE.unpack_from(self._mm, slot * SLOT_SIZE + _HEARTBEAT_AT)[0]
+
+    def close(self) -> None:
+        self._mm.close()
+
+    def slot(self, index: int) -> "WorkerSlot":
+        return WorkerSlot(self._mm, index * SLOT_SIZE)
+
+
+class WorkerSlot:
+    """A worker's handle on its own slot; only that worker writes through it."""
+
+    def __init__(self, mm: mmap.mmap, offset: int) -> None:
+        self._mm = mm
+        self._offset = offset
+        self.requests = 0
+        self.connections = 0
+
+    def heartbeat(self, now: float) -> None:
+        _DOUBLE.pack_into(self._mm, self._offset + _HEARTBEAT_AT, now)
+
+    def set_state(self, state: int) -> None:
+        _LONG.pack_into(self._mm, self._offset + _STATE_AT, state)
+
+    def request_started(self, now: float) -> None:
+        self.connections += 1
+        self._write_counts()
+        _DOUBLE.pack_into(self._mm, self._offset + _REQUEST_START_AT, now)
+
+    def request_finished(self) -> None:
+        self.connections -= 1
+        self.requests += 1
+        self._write_counts()
+        if not self.connections:
+            _DOUBLE.pack_into(self._mm, self._offset + _REQUEST_START_AT, 0.0)
+
+    def _write_counts(self) -> None:
+        struct.pack_into("=qq", self._mm, self._offset + _REQUESTS_AT,
+                         self.requests, self.connections)

@@ -1,0 +1,142 @@
+"""Bind specs -> listening sockets, made by the master before any fork.
+
+A :class:`BindSpec` is the parsed form of one ``-b`` address; :func:`bind`
+turns it into a :class:`Listener`: a non-blocking listening socket with
+``SO_REUSEADDR`` set, which every worker inherits across ``fork``.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+from typing import Iterable, List, Sequence
+
+from .errors import BindError, ConfigError
+
+
+@dataclass(frozen=True)
+class BindSpec:
+    """One address to listen on, as the operator wrote it and as parsed."""
+
+    text: str
+    family: int
+    host: str
+    port: int
+
+
+@dataclass
+class Listener:
+    """A bound, listening socket and the spec it came from."""
+
+    spec: BindSpec
+    sock: socket.socket
+
+    @property
+    def address(self) -> tuple:
+        return self.sock.getsockname()
+
+    @property
+    def name(self) -> str:
+        host, port = self.address[:2]
+        return f"[{host}]:{port}" if self.spec.family == socket.AF_INET6 else f"{host}:{port}"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def parse(text: str) -> BindSpec:
+    """Parse ``HOST:PORT``, ``:PORT`` or ``[IPV6]:PORT``."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ConfigError(f"bind address {text!r}: expected HOST:PORT, :PORT or [IPV6]:PORT")
+    family = socket.AF_INET
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ConfigError(f"bind address {text!r}: unbalanced '[' in IPv6 address")
+        host, family = host[1:-1], socket.AF_INET6
+    elif ":" in host:
+        raise ConfigError(f"bind address {text!r}: write IPv6 addresses as [ADDR]:PORT")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"bind address {text!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"bind address {text!r}: port {port} is out of range")
+    if not host:
+        host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    return BindSpec(text, family, host, port)
+
+
+def parse_all(texts: Iterable[str]) -> List[BindSpec]:
+    return [parse(t) for t in texts]
+
+
+def bind(spec: BindSpec, backlog: int) -> Listener:
+    """Create, bind and listen; raise BindError naming the address on failure."""
+    try:
+        infos = socket.getaddrinfo(spec.host, spec.port, spec.family, socket.SOCK_STREAM,
+                                   0, socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"cannot bind {spec.text}: {exc.strerror}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # Lets [::]:P and 0.0.0.0:P be bound side by side, as operators expect.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        reason = {errno.EADDRINUSE: "address already in use",
+                  errno.EACCES: "permission denied",
+                  errno.EADDRNOTAVAIL: "address not available on this host"}.get(
+                      exc.errno, exc.strerror)
+        raise BindError(f"cannot bind {spec.text}: {reason}") from None
+    return Listener(spec, sock)
+
+
+class ListenerSet:
+    """The master's listeners, keyed by spec, so a reload can keep, add or drop some.
+
+    A reload binds only the specs it does not hold yet; a listener no longer
+    used by any live generation is closed by :meth:`keep_only`.
+    """
+
+    def __init__(self, backlog: int) -> None:
+        self.backlog = backlog
+        self._by_spec: dict = {}
+
+    def acquire(self, specs: Sequence[BindSpec]) -> List[Listener]:
+        """Return listeners for ``specs``, binding the missing ones.
+
+        All or nothing: if one bind fails, the ones this call bound are closed.
+        """
+        fresh: List[Listener] = []
+        try:
+            for spec in specs:
+                if spec not in self._by_spec:
+                    listener = bind(spec, self.backlog)
+                    fresh.append(listener)
+                    self._by_spec[spec] = listener
+        except BindError:
+            for listener in fresh:
+                del self._by_spec[listener.spec]
+                listener.close()
+            raise
+        return [self._by_spec[s] for s in specs]
+
+    def all(self) -> List[Listener]:
+        return list(self._by_spec.values())
+
+    def keep_only(self, specs: Iterable[BindSpec]) -> None:
+        keep = set(specs)
+        for spec in list(self._by_spec):
+            if spec not in keep:
+                self._by_spec.pop(spec).close()
+
+    def close_all(self) -> None:
+        self.keep_only(())

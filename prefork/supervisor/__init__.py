@@ -1,0 +1,1 @@
+"""The master process: arbiter (decisions), master (the I/O shell), systemd."""

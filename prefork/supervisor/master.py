@@ -1,0 +1,231 @@
+"""The master's shell: the one loop that turns the world into events and actions into I/O.
+
+Each turn: wait on the signal pipe and the report pipe (at most a second,
+or until the arbiter's next deadline), then feed the arbiter, in order, the
+signals that arrived, the workers' reports, the children reaped with
+``waitpid(-1, WNOHANG)``, and a Tick carrying the scoreboard heartbeats.  The
+actions it returns are performed here and nowhere else.  All decisions live
+in :mod:`.arbiter`; this module only does what it is told.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+from setproctitle import setproctitle
+
+from .. import log, sockets, target
+from ..config import Config
+from ..errors import PreforkError
+from ..reports import READY, RECYCLE, ReportPipe
+from ..scoreboard import Scoreboard
+from ..sigpipe import SignalPipe
+from ..worker.process import WorkerContext, run_worker
+from . import systemd
+from .arbiter import Arbiter
+from .events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify, RecycleWanted,
+                     Reload, ReloadFailed, ReopenLogs, Signal, Spawn, Spawned, SpawnFailed,
+                     Start, Tick, WorkerReady)
+
+logger = logging.getLogger("prefork")
+
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2,
+                  signal.SIGCHLD, signal.SIGWINCH)
+SCOREBOARD_SLOTS = 1024
+TICK = 1.0
+
+
+@dataclass
+class Generation:
+    """What workers of one generation are started with."""
+
+    config: Config
+    target: target.TargetSpec
+    listeners: List[sockets.Listener]
+
+
+class Master:
+    """Supervise a pool for ``config``; ``reload_config`` re-reads it on HUP."""
+
+    def __init__(self, config: Config, reload_config: Callable[[], Config]) -> None:
+        self.config = config
+        self.reload_config = reload_config
+        self.listeners = sockets.ListenerSet(config.backlog)
+        self.generations: Dict[int, Generation] = {}
+        self._pending: Optional[Generation] = None
+        self.arbiter = Arbiter(config.workers, capacity=SCOREBOARD_SLOTS,
+                               timeout=config.timeout,
+                               graceful_timeout=config.graceful_timeout)
+
+    def bind(self) -> None:
+        """Parse the target and bind every listener: before any fork, so errors exit early."""
+        spec = target.parse(self.config.target)
+        bound = self.listeners.acquire(sockets.parse_all(self.config.bind))
+        for listener in bound:
+            logger.info("listening at %s", listener.name)
+        self.generations[1] = Generation(self.config, spec, bound)
+
+    def run(self) -> int:
+        """Serve until told to stop; returns the exit status."""
+        setproctitle(f"prefork: master [{self.config.target}]")
+        self.scoreboard = Scoreboard(SCOREBOARD_SLOTS)
+        self.reports = ReportPipe()
+        self.alive_r, self.alive_w = os.pipe()
+        self.signals = SignalPipe(MASTER_SIGNALS)
+        try:
+            status = self._feed(Start())
+            while status is None:
+                status = self._turn()
+            return status
+        finally:
+            self.listeners.close_all()
+            self.signals.close()
+            self.reports.close()
+            os.close(self.alive_r)
+            os.close(self.alive_w)
+
+    # -- one turn of the loop ---------------------------------------------------
+
+    def _turn(self) -> Optional[int]:
+        deadline = self.arbiter.next_deadline()
+        timeout = TICK if deadline is None else min(TICK, max(0.0, deadline - time.monotonic()))
+        select.select([self.signals, self.reports], [], [], timeout)
+        events: List[object] = []
+        for sig in self.signals.read():
+            if sig == signal.SIGHUP:
+                events.append(self._load_for_reload())
+            elif sig in (signal.SIGUSR2, signal.SIGWINCH):
+                logger.warning("%s is not supported yet; ignored", signal.Signals(sig).name)
+            elif sig != signal.SIGCHLD:   # children are reaped below on every turn
+                events.append(Signal(sig))
+        for kind, pid in self.reports.read():
+            events.append(WorkerReady(pid) if kind == READY else RecycleWanted(pid))
+        events.extend(self._reap())
+        events.append(Tick({w.pid: self.scoreboard.heartbeat_of(w.slot)
+                            for w in self.arbiter.workers.values()}))
+        for event in events:
+            status = self._feed(event)
+            if status is not None:
+                return status
+        return None
+
+    def _feed(self, event: object) -> Optional[int]:
+        actions = self.arbiter.decide(event, time.monotonic())
+        if isinstance(event, Reload):
+            self.generations[self.arbiter.generation] = self._pending
+            self._pending = None
+        return self._perform(actions)
+
+    def _load_for_reload(self) -> object:
+        logger.info("HUP: reloading the configuration")
+        try:
+            config = self.reload_config()
+            spec = target.parse(config.target)
+            bound = self.listeners.acquire(sockets.parse_all(config.bind))
+            log.configure(config.error_log, config.log_level)
+        except PreforkError as exc:
+            return ReloadFailed(str(exc))
+        self._pending = Generation(config, spec, bound)
+        return Reload(config.workers, config.timeout, config.graceful_timeout)
+
+    def _reap(self) -> List[ChildExited]:
+        exited = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            worker = self.arbiter.workers.get(pid)
+            if worker is not None:
+                self.scoreboard.release(worker.slot)
+            exited.append(ChildExited(pid, os.waitstatus_to_exitcode(status)))
+        return exited
+
+    # -- actions --------------------------------------------------------------
+
+    def _perform(self, actions: List[object]) -> Optional[int]:
+        status = None
+        for action in actions:
+            if isinstance(action, Spawn):
+                status = self._spawn(action)
+            elif isinstance(action, Kill):
+                try:
+                    os.kill(action.pid, action.sig)
+                except ProcessLookupError:
+                    pass   # already gone; its exit is reaped on the next turn
+            elif isinstance(action, Log):
+                logger.log(logging.getLevelName(action.level.upper()), "%s", action.text)
+            elif isinstance(action, Notify):
+                systemd.notify(action.text)
+            elif isinstance(action, ReopenLogs):
+                log.reopen(self._current().config.error_log)
+            elif isinstance(action, CloseListeners):
+                self.listeners.close_all()
+            elif isinstance(action, Exit):
+                status = action.status
+            if status is not None:
+                return status
+        self._prune()
+        return None
+
+    def _spawn(self, action: Spawn) -> Optional[int]:
+        generation = self.generations[action.generation]
+        self.scoreboard.claim(action.slot, 0, action.generation, time.monotonic())
+        log.flush()
+        # Signals stay blocked across fork so none reaches the child while it
+        # still has the master's handlers and wakeup fd.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            return self._feed(SpawnFailed(action.generation, action.slot, exc.strerror))
+        if pid == 0:
+            self._become_worker(action, generation, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self.scoreboard.set_pid(action.slot, pid)
+        return self._feed(Spawned(pid, action.generation, action.slot))
+
+    def _become_worker(self, action: Spawn, generation: Generation, mask: object) -> None:
+        try:
+            self.signals.close_fds_in_child()
+            for sig in MASTER_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(self.alive_w)
+            self.reports.close_read_end_in_child()
+            own = {id(l) for l in generation.listeners}
+            for listener in self.listeners.all():
+                if id(listener) not in own:
+                    listener.close()
+            self.scoreboard.set_pid(action.slot, os.getpid())
+            ctx = WorkerContext(generation.config, generation.target, action.generation,
+                                action.slot, generation.listeners, self.scoreboard,
+                                self.reports, self.alive_r)
+        except BaseException:
+            os._exit(1)
+        run_worker(ctx)
+
+    def _current(self) -> Generation:
+        return self.generations.get(self.arbiter.generation) or self.generations[min(self.generations)]
+
+    def _prune(self) -> None:
+        """Forget generations no worker belongs to; close listeners none of them uses."""
+        a = self.arbiter
+        keep = {w.generation for w in a.workers.values()} | set(a.spawning.values())
+        keep |= {a.generation, a.stable}
+        for number in list(self.generations):
+            if number not in keep:
+                del self.generations[number]
+        if a.phase == "running":
+            self.listeners.keep_only(l.spec for g in self.generations.values()
+                                     for l in g.listeners)

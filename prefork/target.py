@@ -1,0 +1,63 @@
+"""TARGET strings: ``package.module:name`` or ``package.module:factory()``.
+
+:func:`parse` checks the shape (a config error, exit 2) in the master;
+:func:`load` imports it (exit 3 on failure) in the worker, so the master
+never holds application code and every reload imports it afresh.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import socketserver
+import traceback
+from dataclasses import dataclass
+
+from .errors import ConfigError, TargetError
+
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+_SHAPE = re.compile(rf"^(?P<module>{_DOTTED}):(?P<name>{_DOTTED})(?P<call>\(\))?$")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    text: str
+    module: str
+    name: str
+    call: bool
+
+
+def parse(text: str) -> TargetSpec:
+    match = _SHAPE.match(text.strip())
+    if not match:
+        raise ConfigError(f"target {text!r}: expected 'package.module:name' or "
+                          "'package.module:factory()'")
+    return TargetSpec(text, match["module"], match["name"], bool(match["call"]))
+
+
+def load(spec: TargetSpec) -> object:
+    """Import the module and return the named object (called, for a factory)."""
+    try:
+        obj = importlib.import_module(spec.module)
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        if isinstance(exc, ModuleNotFoundError) and exc.name == spec.module.split(".")[0]:
+            raise TargetError(f"cannot import module {spec.module!r}: {detail}") from None
+        raise TargetError(f"cannot import module {spec.module!r}: {detail}\n"
+                          f"{traceback.format_exc().rstrip()}") from None
+    for part in spec.name.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TargetError(f"module {spec.module!r} has no attribute {spec.name!r}") from None
+    if spec.call:
+        try:
+            obj = obj()
+        except Exception:
+            raise TargetError(f"factory {spec.text!r} raised:\n"
+                              f"{traceback.format_exc().rstrip()}") from None
+    return obj
+
+
+def is_handler_class(obj: object) -> bool:
+    return isinstance(obj, type) and issubclass(obj, socketserver.BaseRequestHandler)

@@ -1,0 +1,1 @@
+"""The worker process: lifecycle, serve loop, dispatchers."""
