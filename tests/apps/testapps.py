@@ -2,14 +2,21 @@
 
 import os
 import socketserver
+import sys
 import time
 
 
 class SlowHandler(socketserver.StreamRequestHandler):
-    """Read one line 'SECONDS\\n', sleep that long, answer 'done PID\\n'."""
+    """Read one line 'SECONDS\\n', sleep that long, answer 'done PID\\n'.
+
+    It logs 'slow: PID sleeping S' first, so a test knows the request is in
+    flight without sleeping itself.
+    """
 
     def handle(self) -> None:
         seconds = float(self.rfile.readline() or b"0")
+        sys.stderr.write(f"slow: {os.getpid()} sleeping {seconds}\n")
+        sys.stderr.flush()
         time.sleep(seconds)
         self.wfile.write(f"done {os.getpid()}\n".encode())
 
@@ -27,3 +34,13 @@ class FailingHandler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         raise RuntimeError("boom from FailingHandler")
+
+
+class SometimesFailingHandler(socketserver.StreamRequestHandler):
+    """Raise on the line 'boom', else answer the worker PID: shows the worker survives."""
+
+    def handle(self) -> None:
+        line = self.rfile.readline().strip()
+        if line == b"boom":
+            raise RuntimeError("boom from SometimesFailingHandler")
+        self.wfile.write(f"{os.getpid()}\n".encode())

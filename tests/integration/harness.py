@@ -16,11 +16,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Set
+from typing import Callable, List, Optional, Set
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "apps"
 DEFAULT_DEADLINE = 15.0
+
+
+def child_env() -> dict:
+    """The test apps and this checkout importable; no systemd socket leaking in."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(APPS), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("NOTIFY_SOCKET", None)
+    return env
 
 
 class PreforkProcess:
@@ -29,10 +38,7 @@ class PreforkProcess:
     def __init__(self, args: List[str], workdir: Path, env: Optional[dict] = None) -> None:
         self.log_path = workdir / "prefork.log"
         self.workdir = workdir
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            [str(APPS), str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        full_env.pop("NOTIFY_SOCKET", None)
+        full_env = child_env()
         if env:
             full_env.update(env)
         self._log = open(self.log_path, "wb")
@@ -45,7 +51,14 @@ class PreforkProcess:
     # -- reading the log --------------------------------------------------
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:   # --error-log FILE not created yet, or moved away
+            return ""
+
+    def follow(self, path: Path) -> None:
+        """Read the log from ``path`` from now on (the server was given --error-log)."""
+        self.log_path = Path(path)
 
     def wait_for(self, pattern: str, count: int = 1, timeout: float = DEFAULT_DEADLINE) -> List[re.Match]:
         """Wait until ``pattern`` (a regex) matches ``count`` times in the log."""
@@ -109,6 +122,10 @@ class PreforkProcess:
                                      + self.log()[-3000:])
             time.sleep(0.02)
 
+    def live_workers(self) -> Set[int]:
+        """Workers that are running (a reaped-late zombie does not count)."""
+        return {p for p in self.worker_pids() if pid_alive(p)}
+
     def signal(self, sig: int) -> None:
         self.seen_pids.update(self.worker_pids())
         os.kill(self.pid, sig)
@@ -148,6 +165,50 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return "\nState:\tZ" not in status
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.02)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def processes_matching(text: str) -> List[int]:
+    """PIDs of live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            if text in cmdline(int(entry.name)) and pid_alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def run_prefork(args: List[str], cwd: Path, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """Run a short-lived ``prefork`` command (check, or a serve that must fail)."""
+    return subprocess.run([sys.executable, "-m", "prefork", *args], cwd=str(cwd), env=child_env(),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def refuses(address: tuple) -> bool:
+    """True if nothing listens at ``address`` any more."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(2.0)
+        try:
+            s.connect(address)
+        except ConnectionRefusedError:
+            return True
+    return False
 
 
 def free_port() -> int:
