@@ -12,6 +12,7 @@ the key and where it came from and maps to exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -26,14 +27,17 @@ from .errors import ConfigError
 
 
 def setting(default: Any, help: str, *, flag: str = "", choices: Tuple[str, ...] = (),
-            minimum: Optional[float] = None, metavar: str = "") -> Any:
+            minimum: Optional[float] = None, maximum: Optional[float] = None,
+            metavar: str = "") -> Any:
     """Declare one setting: a dataclass field whose metadata drives CLI and checks."""
     meta = {"help": help, "flag": flag, "choices": choices, "minimum": minimum,
-            "metavar": metavar}
+            "maximum": maximum, "metavar": metavar}
     return field(default=default, metadata=meta)
 
 
 CPU_COUNT = os.cpu_count() or 1
+# Half the scoreboard's slots, so a reload can run two full generations at once.
+MAX_WORKERS = 512
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -47,7 +51,7 @@ class Config:
         "[IPv6]:PORT. Repeat -b for several.", flag="-b", metavar="ADDR")
     workers: int = setting(
         CPU_COUNT, "Number of worker processes (default: number of CPUs).",
-        flag="-w", minimum=1, metavar="N")
+        flag="-w", minimum=1, maximum=MAX_WORKERS, metavar="N")
     worker_class: str = setting(
         "auto", "Worker kind. sync: one connection at a time per worker. "
         "thread: a bounded pool of `threads` per worker. auto: thread for "
@@ -123,10 +127,14 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         value = float(value)
     if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{where}: expected {_type_word(kind)}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     if meta["choices"] and value not in meta["choices"]:
         raise ConfigError(f"{where}: {value!r} is not one of {', '.join(meta['choices'])}")
     if meta["minimum"] is not None and value < meta["minimum"]:
         raise ConfigError(f"{where}: {value!r} is below the minimum {meta['minimum']}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise ConfigError(f"{where}: {value!r} is above the maximum {meta['maximum']}")
     return value
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 from dataclasses import dataclass
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 from .errors import BindError, ConfigError
 
@@ -57,10 +58,9 @@ def parse(text: str) -> BindSpec:
         host, family = host[1:-1], socket.AF_INET6
     elif ":" in host:
         raise ConfigError(f"bind address {text!r}: write IPv6 addresses as [ADDR]:PORT")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"bind address {text!r}: port {port_text!r} is not a number") from None
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ConfigError(f"bind address {text!r}: port {port_text!r} is not a number")
+    port = int(port_text)
     if not 0 <= port <= 65535:
         raise ConfigError(f"bind address {text!r}: port {port} is out of range")
     if not host:
@@ -97,6 +97,25 @@ def bind(spec: BindSpec, backlog: int) -> Listener:
                       exc.errno, exc.strerror)
         raise BindError(f"cannot bind {spec.text}: {reason}") from None
     return Listener(spec, sock)
+
+
+# struct tcp_info: 8 one-byte fields, then u32 rto, ato, snd_mss, rcv_mss,
+# unacked.  For a listening socket Linux reports its accept queue length in
+# tcpi_unacked (what `ss -l` shows as Recv-Q).
+_TCP_INFO_UNACKED = 24
+
+
+def accept_queue_length(sock: socket.socket) -> Optional[int]:
+    """Connections waiting in ``sock``'s accept queue, where the OS tells."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except OSError:
+        return None
+    if len(info) < _TCP_INFO_UNACKED + 4:
+        return None
+    return struct.unpack_from("=I", info, _TCP_INFO_UNACKED)[0]
 
 
 class ListenerSet:

@@ -39,7 +39,7 @@ def load(spec: TargetSpec) -> object:
     """Import the module and return the named object (called, for a factory)."""
     try:
         obj = importlib.import_module(spec.module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:   # a module may sys.exit() at import
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         if isinstance(exc, ModuleNotFoundError) and exc.name == spec.module.split(".")[0]:
             raise TargetError(f"cannot import module {spec.module!r}: {detail}") from None
@@ -53,7 +53,7 @@ def load(spec: TargetSpec) -> object:
     if spec.call:
         try:
             obj = obj()
-        except Exception:
+        except (Exception, SystemExit):
             raise TargetError(f"factory {spec.text!r} raised:\n"
                               f"{traceback.format_exc().rstrip()}") from None
     return obj

@@ -89,6 +89,9 @@ class Arbiter:
         self.exit_status = EXIT_OK
         self.boot_failures = 0
         self.next_spawn_at = 0.0
+        self._full_logged = False
+        # Pool settings of the stable generation, restored if a reload aborts.
+        self._stable_settings = (workers, timeout, graceful_timeout)
 
     # -- the one entry point -------------------------------------------------
 
@@ -105,7 +108,7 @@ class Arbiter:
     def next_deadline(self) -> Optional[float]:
         """The earliest time a Tick would make a difference, if any."""
         times = [w.escalate_at for w in self.workers.values() if w.escalate_at is not None]
-        if self.boot_failures and self.phase == RUNNING:
+        if self.boot_failures and self.phase == RUNNING and not self._probe_booting():
             times.append(self.next_spawn_at)
         return min(times) if times else None
 
@@ -120,7 +123,11 @@ class Arbiter:
 
     def _on_Spawned(self, event: Spawned, now: float) -> List[object]:
         self.spawning.pop(event.slot, None)
-        self.workers[event.pid] = Worker(event.pid, event.generation, event.slot, now)
+        w = Worker(event.pid, event.generation, event.slot, now)
+        self.workers[event.pid] = w
+        if self.phase == STOPPING:
+            w.retiring, w.why_stopped, w.escalate_at = True, "stop", now + FAST_STOP_GRACE
+            return [Kill(w.pid, signal.SIGQUIT)]
         return [Log("debug", f"booting worker {event.pid} (gen {event.generation})")]
 
     def _on_SpawnFailed(self, event: SpawnFailed, now: float) -> List[object]:
@@ -155,6 +162,9 @@ class Arbiter:
                                      now, code=event.code)
         if w.why_stopped == "timeout":
             return [Log("info", f"{w.label()} {how} after its timeout; replacing it")]
+        if w.generation != self.generation:
+            return [Log("warning", f"{w.label()} {how} unexpectedly (its generation is "
+                                   "being replaced)")]
         return [Log("warning", f"{w.label()} {how} unexpectedly; replacing it")]
 
     def _on_Tick(self, event: Tick, now: float) -> List[object]:
@@ -204,6 +214,8 @@ class Arbiter:
         if self.phase == STOPPING:
             return []
         actions: List[object] = [Notify("RELOADING=1")]
+        if not self.reloading:
+            self._stable_settings = (self.target, self.timeout, self.graceful_timeout)
         self.target = event.workers
         self.timeout, self.graceful_timeout = event.timeout, event.graceful_timeout
         self.last_generation += 1
@@ -247,17 +259,23 @@ class Arbiter:
     def _spawn(self, missing: int, live: List[Worker], now: float) -> List[object]:
         if self.boot_failures:
             # Crash loop: one probe at a time, after the backoff delay.
-            booting = any(not w.ready for w in live) or self.spawning
-            missing = 0 if booting or now < self.next_spawn_at else 1
+            missing = 0 if self._probe_booting() or now < self.next_spawn_at else 1
         used = set(self.spawning) | {w.slot for w in self.workers.values()}
         free = [s for s in range(self.capacity) if s not in used][:missing]
-        if len(free) < missing:
-            return [Log("error", f"scoreboard full ({self.capacity} slots); not spawning")]
         actions: List[object] = []
+        if len(free) < missing and not self._full_logged:
+            actions.append(Log("error", f"scoreboard full ({self.capacity} slots); "
+                                        f"{missing - len(free)} worker(s) not started"))
+        self._full_logged = len(free) < missing
         for slot in free:
             self.spawning[slot] = self.generation
             actions.append(Spawn(self.generation, slot))
         return actions
+
+    def _probe_booting(self) -> bool:
+        return bool(self.spawning) or any(
+            not w.ready and w.generation == self.generation and not w.retiring
+            for w in self.workers.values())
 
     def _commit(self) -> List[object]:
         first = self.stable == 0
@@ -297,6 +315,7 @@ class Arbiter:
             elif w.generation == self.stable:
                 w.outgoing = False
         self.generation = self.stable
+        self.target, self.timeout, self.graceful_timeout = self._stable_settings
         self.boot_failures, self.next_spawn_at = 0, 0.0
         return actions + [Notify("READY=1")]
 

@@ -24,10 +24,12 @@ import time
 from typing import Any, Callable, List, Optional
 
 from ..scoreboard import DRAINING, READY, WorkerSlot
+from ..sockets import accept_queue_length
 
 logger = logging.getLogger("prefork")
 
 TICK = 1.0
+DRAIN_UNKNOWN = 64   # connections to drain where the OS does not report its queue
 FD_PAUSE = 0.5   # seconds to stop accepting after running out of file descriptors
 # accept() errors that mean "this connection is gone" or "try later", not a bug.
 _TRANSIENT_ACCEPT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
@@ -103,8 +105,11 @@ class ServeLoop:
         logger.info("stopping gracefully (%s)", reason)
         self.slot.set_state(DRAINING)
         self.deadline = time.monotonic() + self.graceful_timeout
+        # Serve what was queued when the stop began, not what keeps arriving:
+        # under steady load an open-ended drain would never end.
         for server in self.servers:
-            self._accept(server, drain=True)
+            queued = accept_queue_length(server.socket)
+            self._accept(server, limit=DRAIN_UNKNOWN if queued is None else queued)
         self._listen(False)
         self.stopping = True
         for server in self.servers:
@@ -112,9 +117,10 @@ class ServeLoop:
 
     # -- callbacks -------------------------------------------------------
 
-    def _accept(self, server: Any, drain: bool = False) -> None:
-        batch = self.dispatcher.accept_batch
-        while (drain or (batch and self.dispatcher.has_room())):
+    def _accept(self, server: Any, limit: Optional[int] = None) -> None:
+        """Accept a batch while there is room; with ``limit``, up to that many regardless."""
+        batch = self.dispatcher.accept_batch if limit is None else limit
+        while batch > 0 and (limit is not None or self.dispatcher.has_room()):
             try:
                 conn, address = server.socket.accept()
             except BlockingIOError:

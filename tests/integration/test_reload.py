@@ -1,0 +1,156 @@
+"""HUP: zero-downtime reload under load, and reloads that must fail safely."""
+
+import re
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from harness import cmdline, echo_once, pid_alive
+
+pytestmark = pytest.mark.integration
+
+ECHO = "prefork.examples.echo:UpperEchoHandler"
+
+
+def load_loop(address: tuple, stop: threading.Event, stats: dict, lock: threading.Lock) -> None:
+    """New connection, one line, full answer, again, until ``stop``; count every outcome."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        line = f"client {threading.get_ident()} request {n}\n".encode()
+        try:
+            answer = echo_once(address, line, timeout=10)
+            ok = answer == line.upper()
+            outcome = None if ok else f"wrong answer {answer!r}"
+        except OSError as exc:
+            outcome = repr(exc)
+        with lock:
+            if outcome is None:
+                stats["ok"] += 1
+            else:
+                stats["failed"].append(outcome)
+
+
+@pytest.mark.timeout(120)
+def test_five_hups_under_load_lose_nothing(prefork_server):
+    server = prefork_server("serve", ECHO, "-b", "127.0.0.1:0", "-w", "2")
+    server.wait_ready()
+    original = server.wait_workers(lambda p: len(p) == 2)
+    stats = {"ok": 0, "failed": []}
+    lock, stop = threading.Lock(), threading.Event()
+    clients = [threading.Thread(target=load_loop, args=(server.address, stop, stats, lock))
+               for _ in range(8)]
+    for t in clients:
+        t.start()
+    try:
+        for n in range(1, 6):
+            started = time.monotonic()
+            server.signal(signal.SIGHUP)
+            server.wait_for(r"reload complete", count=n, timeout=30)
+            # Pacing, not synchronisation: keep the HUPs about 1 s apart.
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+        # Some load after the last reload too, while the old workers drain.
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(30)
+    assert not stats["failed"], (f"{len(stats['failed'])} failed of "
+                                 f"{stats['ok'] + len(stats['failed'])}: {stats['failed'][:5]}")
+    assert stats["ok"] > 50, stats["ok"]   # the load really ran throughout
+    assert len(re.findall(r"reload complete", server.log())) == 5
+    final = server.wait_workers(
+        lambda p: len({x for x in p if pid_alive(x)}) == 2 and not (p & original))
+    for pid in final:
+        assert cmdline(pid).endswith("gen 6"), cmdline(pid)
+    assert echo_once(server.address) == b"HELLO\n"
+
+
+HANDLER_SOURCE = '''
+import os
+import socketserver
+
+
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.rfile.readline()
+        self.wfile.write(("{tag} %d\\n" % os.getpid()).encode())
+'''
+
+
+def ask(address: tuple) -> tuple:
+    """(tag, pid) from the module written by the test."""
+    tag, pid = echo_once(address, b"?\n").split()
+    return tag.decode(), int(pid)
+
+
+@pytest.mark.timeout(90)
+def test_hup_with_broken_module_keeps_old_workers(prefork_server, tmp_path):
+    # The server's cwd is tmp_path, which prefork puts on sys.path.
+    module = tmp_path / "reloadme.py"
+    module.write_text(HANDLER_SOURCE.format(tag="v1"))
+    server = prefork_server("serve", "reloadme:Handler", "-b", "127.0.0.1:0", "-w", "2")
+    server.wait_ready()
+    old = server.wait_workers(lambda p: len(p) == 2)
+    assert ask(server.address)[0] == "v1"
+
+    module.write_text("def broken(:\n    pass\n")
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"reload failed: .*generation 1 keeps serving")
+    server.wait_for(r"cannot import module 'reloadme'(.|\n)*SyntaxError")
+    # Same processes, old code, still answering; the failed ones are gone.
+    server.wait_workers(lambda p: {x for x in p if pid_alive(x)} == old)
+    for _ in range(6):
+        tag, pid = ask(server.address)
+        assert tag == "v1" and pid in old
+    assert "reload complete" not in server.log()
+
+    module.write_text(HANDLER_SOURCE.format(tag="v2-fixed"))
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"reload complete")
+    new = server.wait_workers(
+        lambda p: len({x for x in p if pid_alive(x)}) == 2 and not (p & old))
+    for _ in range(6):
+        tag, pid = ask(server.address)
+        assert tag == "v2-fixed" and pid in new
+
+
+@pytest.mark.timeout(60)
+def test_hup_with_broken_config_keeps_old_workers(prefork_server, tmp_path):
+    config = tmp_path / "prefork.toml"
+    config.write_text('bind = ["127.0.0.1:0"]\nworkers = 2\n')
+    server = prefork_server("serve", ECHO, "-c", str(config))
+    server.wait_ready()
+    old = server.wait_workers(lambda p: len(p) == 2)
+
+    config.write_text('bind = ["127.0.0.1:0"]\nworkers = 2\nno_such_setting = 1\n')
+    server.signal(signal.SIGHUP)
+    failed = server.wait_for(r"reload failed: .*")[0].group(0)
+    assert "no_such_setting" in failed and str(config) in failed
+    for _ in range(4):
+        assert echo_once(server.address) == b"HELLO\n"
+    assert server.live_workers() == old
+
+    # Fixed, the next HUP reloads, with the new settings.
+    config.write_text('bind = ["127.0.0.1:0"]\nworkers = 3\n')
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"reload complete: generation \d+ serving with 3 workers")
+    server.wait_workers(lambda p: len({x for x in p if pid_alive(x)}) == 3 and not (p & old))
+    assert echo_once(server.address) == b"HELLO\n"
+
+
+@pytest.mark.timeout(60)
+def test_hup_keeps_the_listening_socket(prefork_server):
+    # Port 0 must not be re-bound to a fresh port by a reload.
+    server = prefork_server("serve", ECHO, "-b", "127.0.0.1:0", "-w", "1")
+    server.wait_ready()
+    address = server.address
+    with socket.create_connection(address, timeout=5):
+        pass
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"reload complete")
+    assert server.log().count("listening at") == 1
+    assert echo_once(address) == b"HELLO\n"
