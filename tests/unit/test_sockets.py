@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from prefork.errors import EXIT_BIND, EXIT_CONFIG, BindError, ConfigError
-from prefork.sockets import BindSpec, ListenerSet, bind, parse, parse_all
+from prefork.sockets import BindSpec, ListenerSet, accept_queue_length, bind, parse, parse_all
 
 V4, V6 = socket.AF_INET, socket.AF_INET6
 
@@ -184,13 +184,13 @@ def test_keep_only_closes_what_no_generation_uses():
 
 
 def test_accept_queue_length_counts_connections_waiting_for_accept():
-    listener = sockets.bind(sockets.parse("127.0.0.1:0"), backlog=16)
+    listener = bind(parse("127.0.0.1:0"), backlog=16)
     clients = [socket.create_connection(listener.address) for _ in range(3)]
     try:
-        assert sockets.accept_queue_length(listener.sock) == 3
+        assert accept_queue_length(listener.sock) == 3
         conn, _ = _accept_when_ready(listener.sock)
         conn.close()
-        assert sockets.accept_queue_length(listener.sock) == 2
+        assert accept_queue_length(listener.sock) == 2
     finally:
         for c in clients:
             c.close()
