@@ -53,10 +53,11 @@ class Config:
         CPU_COUNT, "Number of worker processes (default: number of CPUs).",
         flag="-w", minimum=1, maximum=MAX_WORKERS, metavar="N")
     worker_class: str = setting(
-        "auto", "Worker kind. sync: one connection at a time per worker. "
-        "thread: a bounded pool of `threads` per worker. auto: thread for "
-        "handler classes (a handler owns its connection until handle() "
-        "returns, so one idle keep-alive client would hold a sync worker).",
+        "auto", "Worker kind. sync: one job at a time per worker. thread: a "
+        "bounded pool of `threads` per worker. auto: thread for handler classes "
+        "(a handler owns its connection until handle() returns, so one idle "
+        "keep-alive client would hold a sync worker), sync for WSGI apps (idle "
+        "connections wait in the selector, not in the app).",
         flag="-k", choices=("auto", "sync", "thread"))
     threads: int = setting(
         32, "Threads per worker for the thread worker; while all are busy the "
@@ -86,6 +87,43 @@ class Config:
     max_requests_jitter: int = setting(
         0, "Add a random 0..N to max_requests per worker, so workers do not "
         "all recycle at once.", minimum=0, metavar="N")
+    keepalive: float = setting(
+        5.0, "HTTP: seconds an idle keep-alive connection is kept open between "
+        "requests (it waits in the worker's selector, not in a thread).", minimum=0.0,
+        metavar="S")
+    header_timeout: float = setting(
+        10.0, "HTTP: seconds a client gets to send a whole request head, from its "
+        "first byte (slowloris); then 408 and close.", minimum=0.1, metavar="S")
+    client_timeout: float = setting(
+        30.0, "HTTP: seconds a client may stall while sending a request body or "
+        "reading a response before the connection is closed.", minimum=0.1, metavar="S")
+    limit_request_line: int = setting(
+        8190, "HTTP: longest request line in bytes; longer gets 414.", minimum=64,
+        metavar="N")
+    limit_request_fields: int = setting(
+        100, "HTTP: most header fields in a request; more gets 431.", minimum=1,
+        metavar="N")
+    limit_request_field_size: int = setting(
+        8190, "HTTP: longest header field line in bytes; longer gets 431.", minimum=64,
+        metavar="N")
+    max_body_size: int = setting(
+        64 * 1024 * 1024, "HTTP: largest request body in bytes; larger gets 413.",
+        minimum=0, metavar="N")
+    body_buffer_size: int = setting(
+        1024 * 1024, "HTTP: request bodies up to this many bytes are kept in memory, "
+        "larger ones are spooled to a temporary file.", minimum=0, metavar="N")
+    worker_connections: int = setting(
+        1000, "HTTP: most open connections per worker; at the limit the worker "
+        "stops accepting.", minimum=1, metavar="N")
+    root_path: str = setting(
+        "", "HTTP: the SCRIPT_NAME the app is mounted at, e.g. /api ('' = the root).",
+        metavar="PATH")
+    access_log: str = setting(
+        "", "HTTP: where to write the access log: a file path, '-' for standard "
+        "output, '' for none. USR1 reopens it.", metavar="PATH")
+    access_log_format: str = setting(
+        "combined", "HTTP: access log lines in Apache combined format or as JSON.",
+        choices=("combined", "json"))
     error_log: str = setting(
         "-", "Where log lines go: a file path, or '-' for standard error. "
         "USR1 reopens it.", metavar="PATH")

@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
-from typing import Type
+from typing import Any, Type
+
+from ..worker.loop import set_nodelay
 
 logger = logging.getLogger("prefork")
 
@@ -40,13 +42,17 @@ class HandlerServer(socketserver.BaseServer):
     def fileno(self) -> int:
         return self.socket.fileno()
 
+    def accepted(self, conn: socket.socket, client_address: Any, loop: Any) -> None:
+        """The worker loop accepted ``conn``: hand it to a handler, inline or on a thread."""
+        self.prepare(conn)
+        loop.run_job(lambda: self.serve_connection(conn, client_address))
+
     def prepare(self, conn: socket.socket) -> None:
         """Make an accepted connection ready for a blocking handler."""
         conn.setblocking(True)
-        if conn.family in (socket.AF_INET, socket.AF_INET6):
-            # http.server writes headers and body separately: without this,
-            # Nagle + delayed ACK add ~40 ms to every keep-alive response.
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # http.server writes headers and body separately: without TCP_NODELAY,
+        # Nagle + delayed ACK add ~40 ms to every keep-alive response.
+        set_nodelay(conn)
         if self.idle_timeout:
             conn.settimeout(self.idle_timeout)
 

@@ -1,7 +1,9 @@
-"""How a worker runs the connections its loop accepts: inline, or on a thread pool.
+"""Where a worker runs its jobs: inline in the loop's thread, or on a thread pool.
 
-A dispatcher is given ``(server, conn, address)`` by the serve loop and
-calls ``server.serve_connection(conn, address)``.  The loop asks
+A job is a callable that serves a connection (a socketserver handler) or a
+request (a WSGI app call).  ``run(job, on_done)`` runs it; ``on_done`` is
+always called afterwards *in the loop's thread*, so everything that touches
+the selector or the scoreboard stays single-threaded.  The loop asks
 :meth:`has_room` before accepting, so a busy thread worker leaves new
 connections in the kernel's backlog, where another worker can take them,
 instead of queueing them without bound.
@@ -9,24 +11,28 @@ instead of queueing them without bound.
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
 import queue
 import threading
-import time
-from typing import Any, Optional
+from typing import Callable, Optional
 
-from ..scoreboard import WorkerSlot
+logger = logging.getLogger("prefork")
+
+Job = Callable[[], None]
+Done = Optional[Callable[[], None]]
 
 
 class SyncDispatcher:
-    """One connection at a time, in the loop's own thread (socketserver's TCPServer)."""
+    """One job at a time, in the loop's own thread (socketserver's TCPServer)."""
 
     # Back to the selector after each connection: heartbeat and signals are
     # checked between two handlers, never only after a whole batch.
     accept_batch = 1
+    multithread = False
 
-    def __init__(self, slot: WorkerSlot) -> None:
-        self.slot = slot
+    def __init__(self) -> None:
         self.busy = 0
 
     def fileno(self) -> Optional[int]:
@@ -38,34 +44,37 @@ class SyncDispatcher:
     def idle(self) -> bool:
         return True
 
-    def submit(self, server: Any, conn: Any, address: Any) -> None:
-        self.slot.request_started(time.monotonic())
+    def run(self, job: Job, on_done: Done = None) -> None:
         try:
-            server.serve_connection(conn, address)
+            job()
         finally:
-            self.slot.request_finished()
+            if on_done is not None:
+                on_done()
 
-    def reap(self) -> int:
-        return 0
+    def reap(self) -> None:
+        pass
 
 
 class ThreadDispatcher:
-    """``threads`` threads; each finished connection is one byte on a pipe to the loop.
+    """``threads`` threads; each finished job is one byte on a pipe to the loop.
 
-    The counters (busy, the scoreboard slot) are only touched by the loop's
-    thread, in :meth:`submit` and :meth:`reap`, so they need no lock.
+    ``busy`` is only touched by the loop's thread (in :meth:`run` and
+    :meth:`reap`), so it needs no lock; the finished callbacks cross threads
+    through a deque, whose append and popleft are atomic.
     """
 
-    def __init__(self, slot: WorkerSlot, threads: int) -> None:
-        self.slot = slot
+    multithread = True
+
+    def __init__(self, threads: int) -> None:
         self.threads = threads
         self.accept_batch = threads
         self.busy = 0
         self._jobs: "queue.SimpleQueue[tuple]" = queue.SimpleQueue()
+        self._finished: "collections.deque[Done]" = collections.deque()
         self._done_r, self._done_w = os.pipe()
         os.set_blocking(self._done_r, False)
         for n in range(threads):
-            threading.Thread(target=self._work, name=f"prefork-handler-{n}", daemon=True).start()
+            threading.Thread(target=self._work, name=f"prefork-thread-{n}", daemon=True).start()
 
     def fileno(self) -> Optional[int]:
         return self._done_r
@@ -76,31 +85,32 @@ class ThreadDispatcher:
     def idle(self) -> bool:
         return self.busy == 0
 
-    def submit(self, server: Any, conn: Any, address: Any) -> None:
+    def run(self, job: Job, on_done: Done = None) -> None:
         self.busy += 1
-        self.slot.request_started(time.monotonic())
-        self._jobs.put((server, conn, address))
+        self._jobs.put((job, on_done))
 
-    def reap(self) -> int:
-        """Account for finished connections; returns how many finished."""
-        finished = 0
+    def reap(self) -> None:
+        """Run the callbacks of finished jobs (in the loop's thread)."""
         while True:
             try:
                 data = os.read(self._done_r, 4096)
             except BlockingIOError:
-                break
-            finished += len(data)
+                return
+            for _ in range(len(data)):
+                self.busy -= 1
+                on_done = self._finished.popleft()
+                if on_done is not None:
+                    on_done()
             if len(data) < 4096:
-                break
-        for _ in range(finished):
-            self.busy -= 1
-            self.slot.request_finished()
-        return finished
+                return
 
     def _work(self) -> None:
         while True:
-            server, conn, address = self._jobs.get()
+            job, on_done = self._jobs.get()
             try:
-                server.serve_connection(conn, address)
+                job()
+            except BaseException:   # a job handles its own errors; this is a last resort
+                logger.exception("unhandled error in a worker thread")
             finally:
+                self._finished.append(on_done)
                 os.write(self._done_w, b".")

@@ -1,15 +1,19 @@
 """A worker's serve loop: one thread, one selector, socketserver's serve_forever generalized.
 
 The selector watches the listeners, the worker's signal pipe, the master's
-alive pipe (EOF = the master is gone) and the dispatcher's done pipe.  Each
-registered key's ``data`` is the callback to run when it is readable, so a
-protocol that parks connections in the loop (HTTP keep-alive) registers its
-own callbacks the same way.
+alive pipe (EOF = the master is gone), the dispatcher's done pipe and any
+connections a protocol parks here (HTTP keep-alive).  Each registered key's
+``data`` is the callback to run when it is ready.
 
-Graceful stop (TERM, or the master gone): accept what the kernel already
-queued, close this worker's copy of the listeners, finish what is in flight,
-exit.  The master enforces graceful_timeout; the loop enforces it too, for
-the case where there is no master left to do it.
+A server (one per listener) has ``socket``, ``accepted(conn, address, loop)``
+and ``server_close()``.  A parked connection has ``tick(now)`` (called about
+twice a second, for its deadlines), ``stop()`` (graceful stop: finish the
+current request, then close) and is dropped with :meth:`ServeLoop.forget`.
+
+Graceful stop (TERM, or the master gone): accept what the kernel had queued
+when the stop began, close this worker's copy of the listeners, let jobs and
+connections finish, exit.  The master enforces graceful_timeout; the loop
+enforces it too, for the case where there is no master left to do it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import selectors
 import signal
 import socket
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Set
 
 from ..scoreboard import DRAINING, READY, WorkerSlot
 from ..sockets import accept_queue_length
@@ -29,20 +33,21 @@ from ..sockets import accept_queue_length
 logger = logging.getLogger("prefork")
 
 TICK = 1.0
+SWEEP = 0.5          # seconds between two deadline sweeps over parked connections
+FD_PAUSE = 0.5       # seconds to stop accepting after running out of file descriptors
 DRAIN_UNKNOWN = 64   # connections to drain where the OS does not report its queue
-FD_PAUSE = 0.5   # seconds to stop accepting after running out of file descriptors
 # accept() errors that mean "this connection is gone" or "try later", not a bug.
 _TRANSIENT_ACCEPT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
 _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class ServeLoop:
-    """Run until stopped.  ``servers`` each have ``.socket``, ``.prepare(conn)``
-    and ``.serve_connection(conn, addr)``; ``dispatcher`` runs connections."""
+    """Run until stopped; see the module docstring for what it drives."""
 
     def __init__(self, servers: List[Any], dispatcher: Any, slot: WorkerSlot,
                  signals: Any, alive_fd: int, graceful_timeout: float,
-                 on_signal: Callable[[int], None], on_request_done: Callable[[], None]) -> None:
+                 on_signal: Callable[[int], None], on_request_done: Callable[[], None],
+                 max_connections: int = 0) -> None:
         self.servers = servers
         self.dispatcher = dispatcher
         self.slot = slot
@@ -51,12 +56,15 @@ class ServeLoop:
         self.graceful_timeout = graceful_timeout
         self.on_signal = on_signal
         self.on_request_done = on_request_done
+        self.max_connections = max_connections
         self.master_pid = os.getppid()
         self.selector = selectors.DefaultSelector()
+        self.connections: Set[Any] = set()
         self.stopping = False
         self.deadline: Optional[float] = None
         self._listening = False
         self._resume_at = 0.0
+        self._next_sweep = 0.0
 
     # -- setup -----------------------------------------------------------
 
@@ -65,9 +73,14 @@ class ServeLoop:
         self.selector.register(self.alive_fd, selectors.EVENT_READ, self._on_master_gone)
         done_fd = self.dispatcher.fileno()
         if done_fd is not None:
-            self.selector.register(done_fd, selectors.EVENT_READ, self._on_done)
+            self.selector.register(done_fd, selectors.EVENT_READ, self.dispatcher.reap)
         self._listen(True)
         self.slot.set_state(READY)
+
+    def _has_room(self) -> bool:
+        if self.max_connections and len(self.connections) >= self.max_connections:
+            return False
+        return self.dispatcher.has_room()
 
     def _listen(self, on: bool) -> None:
         if on == self._listening or (on and self.stopping):
@@ -80,20 +93,57 @@ class ServeLoop:
                 self.selector.unregister(server.socket)
         self._listening = on
 
+    # -- what protocols and servers call -----------------------------------
+
+    def run_job(self, job: Callable[[], None], on_done: Optional[Callable[[], None]] = None,
+                counts: bool = True) -> None:
+        """Run ``job`` on the dispatcher; ``on_done`` follows in this thread.
+
+        ``counts``: the job is one request (scoreboard, max_requests).
+        """
+        if counts:
+            self.slot.request_started(time.monotonic())
+
+        def finished() -> None:
+            if counts:
+                self.slot.request_finished()
+                self.on_request_done()
+            if on_done is not None:
+                on_done()
+            if not self._listening and self._has_room():
+                self._listen(True)
+
+        self.dispatcher.run(job, finished)
+        if self.dispatcher.fileno() is None:    # ran inline: beat between two jobs
+            self.slot.heartbeat(time.monotonic())
+
+    def park(self, connection: Any) -> None:
+        self.connections.add(connection)
+
+    def forget(self, connection: Any) -> None:
+        self.connections.discard(connection)
+
     # -- the loop --------------------------------------------------------
 
     def run(self) -> None:
         while True:
             now = time.monotonic()
             self.slot.heartbeat(now)
-            if self.stopping and (self.dispatcher.idle() or now >= self.deadline):
-                if not self.dispatcher.idle():
-                    logger.warning("graceful_timeout passed with %d connection(s) in flight; "
-                                   "exiting", self.dispatcher.busy)
-                return
-            if not self._listening and self.dispatcher.has_room() and now >= self._resume_at:
+            if self.stopping:
+                if self.dispatcher.idle() and not self.connections:
+                    return
+                if now >= self.deadline:
+                    logger.warning("graceful_timeout passed with %d job(s) and %d connection(s) "
+                                   "open; exiting", self.dispatcher.busy, len(self.connections))
+                    return
+            if not self._listening and self._has_room() and now >= self._resume_at:
                 self._listen(True)
-            for key, _ in self.selector.select(TICK):
+            if now >= self._next_sweep:
+                self._next_sweep = now + SWEEP
+                for connection in list(self.connections):
+                    connection.tick(now)
+            timeout = min(TICK, self._next_sweep - now) if self.connections else TICK
+            for key, _ in self.selector.select(max(timeout, 0.0)):
                 key.data()
             if os.getppid() != self.master_pid and not self.stopping:
                 self._on_master_gone()
@@ -114,13 +164,15 @@ class ServeLoop:
         self.stopping = True
         for server in self.servers:
             server.server_close()
+        for connection in list(self.connections):
+            connection.stop()
 
     # -- callbacks -------------------------------------------------------
 
     def _accept(self, server: Any, limit: Optional[int] = None) -> None:
         """Accept a batch while there is room; with ``limit``, up to that many regardless."""
         batch = self.dispatcher.accept_batch if limit is None else limit
-        while batch > 0 and (limit is not None or self.dispatcher.has_room()):
+        while batch > 0 and (limit is not None or self._has_room()):
             try:
                 conn, address = server.socket.accept()
             except BlockingIOError:
@@ -135,26 +187,12 @@ class ServeLoop:
                     break
                 raise
             batch -= 1
-            self._dispatch(server, conn, address)
-        if not self.dispatcher.has_room():
+            try:
+                server.accepted(conn, address, self)
+            except OSError:
+                conn.close()   # the client left between accept and here
+        if not self._has_room():
             self._listen(False)
-
-    def _dispatch(self, server: Any, conn: socket.socket, address: Any) -> None:
-        try:
-            server.prepare(conn)
-        except OSError:
-            conn.close()  # the client left between accept and here
-            return
-        self.dispatcher.submit(server, conn, address)
-        if self.dispatcher.fileno() is None:   # ran inline: done already
-            self.slot.heartbeat(time.monotonic())
-            self.on_request_done()
-
-    def _on_done(self) -> None:
-        for _ in range(self.dispatcher.reap()):
-            self.on_request_done()
-        if self.dispatcher.has_room() and not self.stopping:
-            self._listen(True)
 
     def _on_signals(self) -> None:
         for sig in self.signals.read():
@@ -166,3 +204,9 @@ class ServeLoop:
     def _on_master_gone(self) -> None:
         self.selector.unregister(self.alive_fd)
         self.stop("the master is gone")
+
+
+def set_nodelay(conn: socket.socket) -> None:
+    """Disable Nagle on TCP connections: responses leave when written, not 40 ms later."""
+    if conn.family in (socket.AF_INET, socket.AF_INET6):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

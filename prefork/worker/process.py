@@ -28,6 +28,7 @@ from .. import log, target
 from ..config import Config
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_TARGET, TargetError
 from ..handlers.stream import HandlerServer
+from ..handlers.wsgi import AccessLog, WSGIServer
 from ..reports import READY, RECYCLE, ReportPipe
 from ..scoreboard import Scoreboard
 from ..sigpipe import SignalPipe
@@ -93,20 +94,29 @@ def _run(ctx: WorkerContext) -> int:
     signals = SignalPipe([signal.SIGTERM, signal.SIGUSR1])
 
     try:
-        handler_class = target.load(ctx.target)
+        app = target.load(ctx.target)
     except TargetError as exc:
         logger.error("%s", exc)
         return EXIT_TARGET
-    if not target.is_handler_class(handler_class):
-        logger.error("target %r is %r, not a socketserver.BaseRequestHandler subclass "
-                     "(serving WSGI apps is not implemented yet)", ctx.target.text, handler_class)
+    is_handler = target.is_handler_class(app)
+    if not is_handler and not callable(app):
+        logger.error("target %r is %r: neither a socketserver.BaseRequestHandler subclass "
+                     "nor a WSGI callable", ctx.target.text, app)
         return EXIT_TARGET
 
     slot = ctx.scoreboard.slot(ctx.slot)
-    servers = [HandlerServer(l.sock, handler_class, config.idle_timeout) for l in ctx.listeners]
-    kind = "sync" if config.worker_class == "sync" else "thread"
-    dispatcher = (SyncDispatcher(slot) if kind == "sync"
-                  else ThreadDispatcher(slot, config.threads))
+    kind = config.worker_class
+    if kind == "auto":
+        kind = "thread" if is_handler else "sync"
+    dispatcher = SyncDispatcher() if kind == "sync" else ThreadDispatcher(config.threads)
+    access_log = None
+    if config.access_log and not is_handler:
+        access_log = AccessLog(config.access_log, config.access_log_format)
+    if is_handler:
+        servers = [HandlerServer(l.sock, app, config.idle_timeout) for l in ctx.listeners]
+    else:
+        servers = [WSGIServer(l.sock, app, config, kind == "thread", access_log)
+                   for l in ctx.listeners]
     limit = config.max_requests
     if limit:
         limit += random.randint(0, config.max_requests_jitter)
@@ -121,14 +131,18 @@ def _run(ctx: WorkerContext) -> int:
     def on_signal(sig: int) -> None:
         if sig == signal.SIGUSR1:
             log.reopen(config.error_log)
+            if access_log is not None:
+                access_log.reopen()
             logger.info("reopened log files")
 
     loop = ServeLoop(servers, dispatcher, slot, signals, ctx.alive_fd,
-                     config.graceful_timeout, on_signal, on_request_done)
+                     config.graceful_timeout, on_signal, on_request_done,
+                     max_connections=0 if is_handler else config.worker_connections)
     loop.open()
     ctx.reports.send(READY, pid)
-    logger.info("worker ready (gen %d, %s)", ctx.generation,
-                f"{config.threads} threads" if kind == "thread" else "sync")
+    logger.info("worker ready (gen %d, %s, %s)", ctx.generation,
+                f"{config.threads} threads" if kind == "thread" else "sync",
+                "handler class" if is_handler else "WSGI")
     loop.run()
     logger.info("worker exiting")
     return EXIT_OK

@@ -6,6 +6,7 @@ imported; 4 cannot bind.
 
 import re
 import socket
+import uuid
 
 import pytest
 
@@ -34,7 +35,8 @@ def test_bad_config_file_exits_2_naming_key_and_file(prefork_server, tmp_path, t
 
 @pytest.mark.timeout(30)
 def test_missing_target_module_exits_3_and_leaves_nothing_running(prefork_server):
-    module = "no_such_module_for_prefork_tests"
+    # Unique, so that a concurrent run of this suite cannot match below.
+    module = f"no_such_module_{uuid.uuid4().hex[:12]}"
     server = prefork_server("serve", f"{module}:Handler", "-b", "127.0.0.1:0", "-w", "2")
     assert server.wait_exit(timeout=20) == 3
     error = server.log()

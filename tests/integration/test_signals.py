@@ -1,5 +1,6 @@
 """The master's signal table, with real signals: TTIN/TTOU, TERM, INT/QUIT, USR1."""
 
+import http.client
 import signal
 import socket
 import threading
@@ -90,6 +91,61 @@ def test_term_lets_inflight_request_finish_then_exits_0(prefork_server, kind):
     server.wait_for(r"graceful stop")
     assert refuses(address)
     wait_until(lambda: not any(pid_alive(p) for p in workers), 5, "workers gone")
+
+
+@pytest.mark.timeout(60)
+def test_term_serves_connections_already_queued(prefork_server):
+    # One sync worker, busy: the second client waits in the kernel's accept
+    # queue when TERM comes, and is still served ("drain what the kernel queued").
+    server = prefork_server("serve", "testapps:SlowHandler", "-b", "127.0.0.1:0",
+                            "-w", "1", "-k", "sync")
+    server.wait_ready()
+    thread, busy = start_slow_request(server, 2)
+    queued = socket.create_connection(server.address, timeout=30)   # handshake done: queued
+    queued.sendall(b"0\n")
+    server.signal(signal.SIGTERM)
+    server.wait_for(r"graceful stop")
+    answer = queued.makefile("rb").readline()
+    queued.close()
+    thread.join(30)
+    assert busy.get("answer", b"").startswith(b"done "), busy
+    assert answer.startswith(b"done "), answer
+    assert server.wait_exit(timeout=30) == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["sync", "thread"])
+def test_term_kills_what_outlives_graceful_timeout(prefork_server, kind):
+    server = prefork_server("serve", "testapps:SlowHandler", "-b", "127.0.0.1:0", "-w", "1",
+                            "-k", kind, "--graceful-timeout", "1")
+    server.wait_ready()
+    thread, result = start_slow_request(server, 30)
+    sent = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=20) == 0
+    took = time.monotonic() - sent
+    assert 0.9 < took < 6.0, f"stop took {took:.1f} s with graceful_timeout 1"
+    server.wait_for(r"did not stop in time; killed|graceful_timeout passed with 1 connection")
+    thread.join(10)
+    assert not result.get("answer"), result
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(strict=True, reason="bug: an idle keep-alive client holds a graceful "
+                   "stop for idle_timeout (15 s): the worker waits for its handler thread")
+def test_term_is_prompt_with_an_idle_keepalive_client(prefork_server):
+    server = prefork_server("serve", "prefork.examples.hello:HelloHandler",
+                            "-b", "127.0.0.1:0", "-w", "1")
+    server.wait_ready()
+    conn = http.client.HTTPConnection(*server.address, timeout=30)
+    try:
+        conn.request("GET", "/")
+        assert conn.getresponse().read().startswith(b"Hello")
+        # Nothing is in flight now: the client just keeps its connection open.
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit(timeout=5) == 0
+    finally:
+        conn.close()
 
 
 @pytest.mark.timeout(60)

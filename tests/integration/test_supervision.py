@@ -105,3 +105,22 @@ def test_max_requests_recycles_without_failed_requests(prefork_server):
     server.wait_for(rf"worker {first} \(gen 1\) reached max_requests")
     wait_until(lambda: not pid_alive(first), 10, "recycled worker exits")
     assert "unexpectedly" not in server.log()
+
+
+@pytest.mark.timeout(60)
+def test_crash_loop_backs_off_and_master_stays_up(prefork_server, tmp_path):
+    module = tmp_path / "crashy.py"
+    module.write_text("import os\nos._exit(1)\n")   # dies at boot, with no import error
+    server = prefork_server("serve", "crashy:Handler", "-b", "127.0.0.1:0", "-w", "1")
+    lines = server.wait_for(r"(\d+) boot failure\(s\) in a row, next try in ([\d.]+) s",
+                            count=3, timeout=20)
+    delays = [float(m.group(2)) for m in lines]
+    assert delays == sorted(delays) and delays[-1] > delays[0], delays
+    assert server.proc.poll() is None, "the master gave up on a crash loop"
+
+    module.write_text("import socketserver\n\n\n"
+                      "class Handler(socketserver.StreamRequestHandler):\n"
+                      "    def handle(self):\n"
+                      "        self.wfile.write(self.rfile.readline().upper())\n")
+    server.wait_ready(timeout=40)   # the backoff is at most a few seconds by now
+    assert echo_once(server.address, b"back\n") == b"BACK\n"

@@ -1,0 +1,293 @@
+"""One HTTP connection, owned by the worker's selector loop.
+
+States, and what the connection waits for in each:
+
+  HEAD     a request head (idle keep-alive, or a head arriving): readable
+  BODY     the rest of a request body: readable
+  APP      a job (the WSGI app) is running: nothing
+  WRITE    the socket to take more of the response: writable
+  CLOSING  the client to finish sending after we shut down our side: readable
+
+Requests are read, whole, before the app runs, and responses wait in the
+selector for a slow reader, so no client holds a worker by being slow.
+Deadlines are checked by :meth:`tick`, which the loop calls about twice a
+second: header_timeout from the first byte of a head (408), client_timeout
+of no progress on a body or a response, keepalive for an idle connection.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import selectors
+import socket
+import tempfile
+import time
+from typing import Any, Optional
+
+from .exchange import Exchange
+from .parser import ProtocolError, Request, RequestParser
+from .response import CONTINUE, error_response
+
+HEAD, BODY, APP, WRITE, CLOSING = "head", "body", "app", "write", "closing"
+RECV_SIZE = 256 * 1024
+LINGER = 2.0           # seconds to keep reading after our close, so our last reply is not reset
+_EMPTY_BODY = b""
+
+
+class HttpConnection:
+    """Drive one client socket through requests; see the module docstring."""
+
+    def __init__(self, sock: socket.socket, address: Any, server: Any, loop: Any) -> None:
+        self.sock = sock
+        self.address = address
+        self.server = server
+        self.loop = loop
+        self.parser = RequestParser(server.limits)
+        self.state = HEAD
+        self.closed = False
+        self.stopping = False
+        self.request: Optional[Request] = None
+        self.body: Any = None
+        self.exchange: Optional[Exchange] = None
+        self.out: Any = b""
+        self.started = 0.0                 # when the current request's head began
+        now = time.monotonic()
+        self.deadline = now + server.header_timeout
+        self._events = selectors.EVENT_READ
+        self._advancing = False
+        loop.selector.register(sock, selectors.EVENT_READ, self._on_ready)
+        loop.park(self)
+
+    # -- loop callbacks ------------------------------------------------------
+
+    def _on_ready(self) -> None:
+        if self.state == WRITE:
+            self._flush()
+        else:
+            self._on_readable()
+
+    def _on_readable(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not data:
+            self.close()
+            return
+        if self.state == CLOSING:
+            return   # discarded: we already answered and said we close
+        if self.state == HEAD and not self.parser.buffered:
+            self.started = time.monotonic()
+            self.deadline = self.started + self.server.header_timeout
+        self.parser.feed(data)
+        self._advance()
+
+    def tick(self, now: float) -> None:
+        if now < self.deadline or self.state == APP:
+            return
+        if self.state == HEAD and self.parser.buffered or self.state == BODY:
+            self._reject(408)
+        else:
+            self.close()   # idle keep-alive, stalled reader, or lingering done
+
+    def stop(self) -> None:
+        """Graceful stop: an idle connection closes now, a busy one after its response."""
+        self.stopping = True
+        if self.state == HEAD and not self.parser.buffered:
+            self.close()
+
+    # -- reading requests ----------------------------------------------------
+
+    def _advance(self) -> None:
+        """Parse what is buffered; run every request that is complete (pipelining)."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            while not self.closed and self.state in (HEAD, BODY):
+                if not self._step():
+                    break
+        finally:
+            self._advancing = False
+
+    def _step(self) -> bool:
+        """Make one step of progress; False when more bytes are needed."""
+        server = self.server
+        try:
+            if self.state == HEAD:
+                request = self.parser.next_head()
+                if request is None:
+                    return False
+                self.request = request
+                if not self.parser.in_body:
+                    self.body = io.BytesIO(_EMPTY_BODY)
+                    self._dispatch(0)
+                    return True
+                self.body = tempfile.SpooledTemporaryFile(max_size=server.body_buffer_size)
+                self.state = BODY
+                if request.expect_continue and not self.parser.buffered:
+                    self._send_small(CONTINUE)
+            data, done = self.parser.read_body()
+        except ProtocolError as exc:
+            self._reject(exc.status)
+            return False
+        if data:
+            self.body.write(data)
+        if not done:
+            self.deadline = time.monotonic() + server.client_timeout
+            return False
+        length = self.body.tell()
+        self.body.seek(0)
+        self._dispatch(length)
+        return True
+
+    def _dispatch(self, body_length: int) -> None:
+        server = self.server
+        environ = server.environ(self.request, self.body, body_length, self.address)
+        self.exchange = Exchange(server.app, environ, self.request, server.high_water)
+        self.state = APP
+        if self.loop.dispatcher.multithread:
+            self._want(0)   # not readable while the app runs: input waits in the kernel
+        self.loop.run_job(self.exchange.run, self._after_job)
+
+    # -- writing responses ---------------------------------------------------
+
+    def _after_job(self) -> None:
+        if self.closed:
+            self.exchange.release()
+            return
+        exchange = self.exchange
+        if exchange.aborted:
+            self._log()
+            self.close()
+            return
+        self.out = exchange.take_output()
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what is pending; then more of the response, the next request, or the close."""
+        if self.out and not self._send_pending():
+            return
+        exchange = self.exchange
+        if exchange is None:        # a server-made reply (4xx): then close
+            self._linger()
+            return
+        if exchange.file and not self._sendfile():
+            return
+        if not exchange.done:
+            self.state = APP
+            if self.loop.dispatcher.multithread:
+                self._want(0)
+            self.loop.run_job(exchange.pump, self._after_job, counts=False)
+            return
+        self._log()
+        exchange.release()
+        self.exchange = self.body = None
+        if not exchange.keep_alive or self.stopping:
+            self._linger()
+            return
+        self.state = HEAD
+        self.started = 0.0
+        self.deadline = time.monotonic() + self.server.keepalive
+        self._want(selectors.EVENT_READ)
+        if self.parser.buffered:
+            self.started = time.monotonic()
+            self.deadline = self.started + self.server.header_timeout
+            self._advance()
+
+    def _send_pending(self) -> bool:
+        """Send ``self.out``; True when all of it left."""
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.close()
+            return False
+        if sent == len(self.out):
+            self.out = b""
+            return True
+        self.out = memoryview(self.out)[sent:]
+        self._wait_writable()
+        return False
+
+    def _sendfile(self) -> bool:
+        fd, offset, count = self.exchange.file
+        try:
+            sent = os.sendfile(self.sock.fileno(), fd, offset, count)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.close()
+            return False
+        if sent == count or sent == 0 and count and self._file_shrank(fd, offset):
+            self.exchange.file = None
+            return True
+        self.exchange.file = (fd, offset + sent, count - sent)
+        self._wait_writable()
+        return False
+
+    @staticmethod
+    def _file_shrank(fd: int, offset: int) -> bool:
+        return os.fstat(fd).st_size <= offset
+
+    def _wait_writable(self) -> None:
+        self.state = WRITE
+        self.deadline = time.monotonic() + self.server.client_timeout
+        self._want(selectors.EVENT_WRITE)
+
+    def _send_small(self, data: bytes) -> None:
+        try:
+            self.sock.send(data)   # a few bytes into an empty buffer: it fits
+        except OSError:
+            pass
+
+    # -- errors and closing --------------------------------------------------
+
+    def _reject(self, status: int) -> None:
+        """Answer a request the server refuses (4xx/5xx) and close."""
+        self.exchange = None
+        self.server.log_rejection(self, status)
+        self.out = error_response(status)
+        self._flush()
+
+    def _linger(self) -> None:
+        """Close our side, then read until the client closes, so it sees our last bytes."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.state = CLOSING
+        self.deadline = time.monotonic() + LINGER
+        self._want(selectors.EVENT_READ)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._events:
+            self.loop.selector.unregister(self.sock)
+        self.loop.forget(self)
+        self.sock.close()
+        if self.exchange is not None and self.state != APP:
+            self.exchange.release()
+
+    def _want(self, events: int) -> None:
+        if events == self._events or self.closed:
+            return
+        selector = self.loop.selector
+        if not self._events:
+            selector.register(self.sock, events, self._on_ready)
+        elif not events:
+            selector.unregister(self.sock)
+        else:
+            selector.modify(self.sock, events, self._on_ready)
+        self._events = events
+
+    def _log(self) -> None:
+        self.server.log_access(self, self.request, self.exchange)

@@ -1,0 +1,106 @@
+"""PEP 3333 environ from a parsed request.
+
+The constant part (server name and port, ``wsgi.*`` flags, SCRIPT_NAME) is
+built once per listener by :func:`base_environ`; :func:`build_environ` adds
+what belongs to one request.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Dict, IO, Optional
+from urllib.parse import unquote_to_bytes
+
+from .parser import Request
+
+# "X-Forwarded-For" -> "HTTP_X_FORWARDED_FOR", memoized: names repeat endlessly.
+_KEYS: Dict[str, Optional[str]] = {}
+_MAX_KEYS = 4096
+
+
+def _environ_key(name: str) -> Optional[str]:
+    key = _KEYS.get(name)
+    if key is None and name not in _KEYS:
+        upper = name.upper()
+        if "_" in name:
+            # X_Forwarded_For would arrive as HTTP_X_FORWARDED_FOR like the
+            # real X-Forwarded-For and could spoof it behind a proxy: dropped.
+            key = None
+        elif upper == "CONTENT-TYPE":
+            key = "CONTENT_TYPE"
+        elif upper == "CONTENT-LENGTH":
+            key = "CONTENT_LENGTH"
+        else:
+            key = "HTTP_" + upper.replace("-", "_")
+        if len(_KEYS) < _MAX_KEYS:
+            _KEYS[name] = key
+    return key
+
+
+def base_environ(server_address: Any, multithread: bool, root_path: str,
+                 file_wrapper: Any) -> Dict[str, Any]:
+    if isinstance(server_address, tuple):
+        name, port = str(server_address[0]), str(server_address[1])
+    else:
+        name, port = str(server_address or "localhost"), ""
+    return {
+        "SERVER_NAME": name,
+        "SERVER_PORT": port,
+        "SCRIPT_NAME": root_path,
+        "SERVER_SOFTWARE": "prefork",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": file_wrapper,
+    }
+
+
+def split_target(target: str) -> tuple:
+    """(path, query) of a request-target in any of its four forms (RFC 9112 3.2)."""
+    path, _, query = target.partition("?")
+    if path.startswith("/"):
+        return path, query
+    if "://" in path:                    # absolute-form
+        rest = path.split("://", 1)[1]
+        slash = rest.find("/")
+        return (rest[slash:] if slash >= 0 else "/"), query
+    return "", query                     # authority-form (CONNECT) or "*"
+
+
+def build_environ(base: Dict[str, Any], request: Request, body: IO[bytes], body_length: int,
+                  client_address: Any) -> Dict[str, Any]:
+    environ = base.copy()
+    path, query = split_target(request.target)
+    if "%" in path:
+        path = unquote_to_bytes(path).decode("latin-1")
+    root = environ["SCRIPT_NAME"]
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root):]
+    environ["REQUEST_METHOD"] = request.method
+    environ["PATH_INFO"] = path
+    environ["QUERY_STRING"] = query
+    environ["RAW_URI"] = environ["REQUEST_URI"] = request.target
+    environ["SERVER_PROTOCOL"] = request.version
+    if isinstance(client_address, tuple):
+        environ["REMOTE_ADDR"] = client_address[0]
+        environ["REMOTE_PORT"] = str(client_address[1])
+    else:
+        environ["REMOTE_ADDR"] = str(client_address or "")
+    for name, value in request.headers:
+        key = _environ_key(name)
+        if key is None:
+            continue
+        if key in environ and key.startswith("HTTP_"):
+            environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
+        else:
+            environ[key] = value
+    if body_length or request.chunked or "CONTENT_LENGTH" in environ:
+        # The whole body is read before the app runs, so its length is known
+        # even when it came chunked.
+        environ["CONTENT_LENGTH"] = str(body_length)
+    environ["wsgi.input"] = body
+    return environ

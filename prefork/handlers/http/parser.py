@@ -1,0 +1,297 @@
+"""A strict HTTP/1.1 request parser: bytes in, requests and body chunks out.
+
+Sans-IO, in the manner of h11: :class:`RequestParser` never touches a
+socket.  The connection code calls :meth:`~RequestParser.feed` with what it
+received, then :meth:`~RequestParser.next_head` until a :class:`Request`
+comes out, then :meth:`~RequestParser.read_body` until it says the body is
+complete; the parser is then ready for the next pipelined request.
+
+Anything that could let two parsers disagree about where a message ends
+(request smuggling) is a :class:`ProtocolError` carrying the status to
+answer, after which the connection must be closed: Content-Length with
+Transfer-Encoding, differing or malformed Content-Length, bad chunk framing,
+bare CR or LF, control characters, obsolete line folding, bad field names.
+Any method that is an RFC 9110 token is accepted; the application decides
+whether it knows it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQUEST_LINE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
+_TOKEN_RE = re.compile(_TOKEN)
+# Control characters other than HTAB (CR and LF are checked separately).
+_CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+                         rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"(?:[^\"\\\x00-\x08"
+                         rb"\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)[ \t]*")
+_FORBIDDEN_TRAILERS = frozenset(("content-length", "transfer-encoding", "host"))
+
+
+class ProtocolError(Exception):
+    """The request cannot be served: answer ``status`` and close the connection."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Sizes a request may not exceed, and the status each excess gets."""
+
+    request_line: int = 8190     # 414
+    header_count: int = 100      # 431
+    header_size: int = 8190      # one field line; 431
+    body_size: int = 64 << 20    # 413
+
+
+class Request:
+    """One parsed request head.  Strings are ISO-8859-1 decodings of the bytes (as WSGI wants)."""
+
+    __slots__ = ("method", "target", "version", "headers", "keep_alive", "chunked",
+                 "content_length", "expect_continue", "upgrade")
+
+    def __init__(self, method: str, target: str, version: str,
+                 headers: List[Tuple[str, str]]) -> None:
+        self.method = method
+        self.target = target
+        self.version = version          # "HTTP/1.1" or "HTTP/1.0"
+        self.headers = headers          # [(name as sent, value without OWS)]
+        self.keep_alive = version == "HTTP/1.1"
+        self.chunked = False
+        self.content_length = 0
+        self.expect_continue = False
+        self.upgrade = method == "CONNECT"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.target} {self.version}>"
+
+
+HEAD, BODY_LENGTH, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS = range(6)
+
+
+class RequestParser:
+    """Parses the requests of one connection, pipelined or not."""
+
+    def __init__(self, limits: Limits = Limits()) -> None:
+        self.limits = limits
+        self._buf = bytearray()
+        self._state = HEAD
+        self._remaining = 0          # body bytes still expected (length or current chunk)
+        self._received = 0           # body bytes so far, for the size limit
+        self._trailer_count = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    @property
+    def in_body(self) -> bool:
+        return self._state != HEAD
+
+    # -- the head ----------------------------------------------------------
+
+    def next_head(self) -> Optional[Request]:
+        """The next request head, or None until more bytes arrive."""
+        assert self._state == HEAD, "read_body() first"
+        buf = self._buf
+        # RFC 9112 2.2: ignore empty lines before a request-line.
+        skip = 0
+        while buf.startswith(b"\r\n", skip):
+            skip += 2
+        if skip:
+            del buf[:skip]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            self._check_partial_head()
+            return None
+        head = buf[:end].decode("latin-1")
+        del buf[:end + 4]
+        request = self._parse_head(head)
+        self._frame(request)
+        return request
+
+    def _check_partial_head(self) -> None:
+        limits = self.limits
+        line_end = self._buf.find(b"\r\n")
+        if line_end < 0:
+            if len(self._buf) > limits.request_line:
+                raise ProtocolError(414, "request line too long")
+            if b"\n" in self._buf or b"\r" in self._buf[:-1]:
+                raise ProtocolError(400, "bare LF or CR in the request line")
+        elif len(self._buf) > limits.request_line + limits.header_count * (limits.header_size + 2):
+            raise ProtocolError(431, "request header block too large")
+
+    def _parse_head(self, head: str) -> Request:
+        limits = self.limits
+        if _CTL.search(head):
+            raise ProtocolError(400, "control character in the request head")
+        lines = head.split("\r\n")
+        for line in lines:
+            if "\r" in line or "\n" in line:
+                raise ProtocolError(400, "bare CR or LF in the request head")
+        request_line = lines[0]
+        if len(request_line) > limits.request_line:
+            raise ProtocolError(414, "request line too long")
+        match = _REQUEST_LINE.fullmatch(request_line)
+        if not match:
+            raise ProtocolError(400, "malformed request line")
+        method, target, major, minor = match.groups()
+        if major != "1" or minor not in "01":
+            raise ProtocolError(505, f"HTTP/{major}.{minor} is not supported")
+        if len(lines) - 1 > limits.header_count:
+            raise ProtocolError(431, "too many header fields")
+        headers = []
+        for line in lines[1:]:
+            if len(line) > limits.header_size:
+                raise ProtocolError(431, "header field too large")
+            headers.append(_parse_field(line))
+        return Request(method, target, f"HTTP/1.{minor}", headers)
+
+    def _frame(self, request: Request) -> None:
+        """Decide how the body is delimited (RFC 9112 6.3) and the connection's fate."""
+        lengths = []
+        codings: List[str] = []
+        connection: List[str] = []
+        for name, value in request.headers:
+            lower = name.lower()
+            if lower == "content-length":
+                lengths.append(value)
+            elif lower == "transfer-encoding":
+                codings += [c.strip().lower() for c in value.split(",")]
+            elif lower == "connection":
+                connection += [c.strip().lower() for c in value.split(",")]
+            elif lower == "expect":
+                if value.lower() != "100-continue":
+                    raise ProtocolError(417, "only 'Expect: 100-continue' is supported")
+                request.expect_continue = request.version == "HTTP/1.1"
+            elif lower == "upgrade":
+                request.upgrade = True
+        if "close" in connection:
+            request.keep_alive = False
+        elif "keep-alive" in connection:
+            request.keep_alive = True
+        if codings:
+            if lengths:
+                raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
+            if request.version == "HTTP/1.0":
+                raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if not all(_TOKEN_RE.fullmatch(c) for c in codings):
+                raise ProtocolError(400, "malformed Transfer-Encoding")
+            if codings[-1] != "chunked" or codings.count("chunked") > 1:
+                # RFC 9112 6.3: the body length cannot be known; must be 400.
+                raise ProtocolError(400, "chunked is not the final transfer coding, once")
+            if len(codings) > 1:
+                raise ProtocolError(501, f"transfer coding {codings[0]!r} not implemented")
+            request.chunked = True
+            self._state, self._remaining = CHUNK_SIZE, 0
+        elif lengths:
+            if len(lengths) > 1 or not lengths[0].isdigit() or not lengths[0].isascii():
+                raise ProtocolError(400, "malformed or repeated Content-Length")
+            length = int(lengths[0])
+            if length > self.limits.body_size:
+                raise ProtocolError(413, "request body too large")
+            request.content_length = length
+            if length:
+                self._state, self._remaining = BODY_LENGTH, length
+        if not (request.chunked or request.content_length):
+            request.expect_continue = False
+        self._received = 0
+
+    # -- the body ----------------------------------------------------------
+
+    def read_body(self) -> Tuple[bytes, bool]:
+        """Body bytes available now, and whether the body is complete.
+
+        Call until it returns ``done``; with nothing buffered it returns
+        ``(b"", False)`` and the caller waits for more data.
+        """
+        out = []
+        while self._state != HEAD:
+            state = self._state
+            buf = self._buf
+            if state == BODY_LENGTH or state == CHUNK_DATA:
+                if not buf:
+                    break
+                take = min(len(buf), self._remaining)
+                out.append(bytes(buf[:take]))
+                del buf[:take]
+                self._remaining -= take
+                if self._remaining:
+                    break
+                self._state = HEAD if state == BODY_LENGTH else CHUNK_CRLF
+            elif state == CHUNK_SIZE:
+                if not self._chunk_size():
+                    break
+            elif state == CHUNK_CRLF:
+                if len(buf) < 2:
+                    break
+                if buf[:2] != b"\r\n":
+                    raise ProtocolError(400, "chunk data not followed by CRLF")
+                del buf[:2]
+                self._state = CHUNK_SIZE
+            elif not self._trailer_line():
+                break
+        return b"".join(out), self._state == HEAD
+
+    def _chunk_size(self) -> bool:
+        buf = self._buf
+        end = buf.find(b"\r\n")
+        if end < 0:
+            if len(buf) > 1024 or b"\n" in buf:
+                raise ProtocolError(400, "bad chunk size line")
+            return False
+        line = bytes(buf[:end])
+        del buf[:end + 2]
+        match = _CHUNK_SIZE.fullmatch(line)
+        if not match:
+            raise ProtocolError(400, "bad chunk size")
+        size = int(match.group(1), 16)
+        self._received += size
+        if self._received > self.limits.body_size:
+            raise ProtocolError(413, "request body too large")
+        if size:
+            self._state, self._remaining = CHUNK_DATA, size
+        else:
+            self._state, self._trailer_count = TRAILERS, 0
+        return True
+
+    def _trailer_line(self) -> bool:
+        buf = self._buf
+        end = buf.find(b"\r\n")
+        if end < 0:
+            if len(buf) > self.limits.header_size:
+                raise ProtocolError(431, "trailer field too large")
+            return False
+        line = buf[:end].decode("latin-1")
+        del buf[:end + 2]
+        if not line:
+            self._state = HEAD
+            return True
+        self._trailer_count += 1
+        if self._trailer_count > self.limits.header_count or len(line) > self.limits.header_size:
+            raise ProtocolError(431, "trailer section too large")
+        if _CTL.search(line) or "\r" in line or "\n" in line:
+            raise ProtocolError(400, "control character in a trailer field")
+        name, _ = _parse_field(line)
+        if name.lower() in _FORBIDDEN_TRAILERS:
+            raise ProtocolError(400, f"{name} is not allowed in trailers")
+        return True
+
+
+def _parse_field(line: str) -> Tuple[str, str]:
+    if line[:1] in (" ", "\t"):
+        raise ProtocolError(400, "obsolete line folding")
+    name, colon, value = line.partition(":")
+    if not colon or not _TOKEN_RE.fullmatch(name):
+        raise ProtocolError(400, "invalid header field name")
+    return name, value.strip(" \t")

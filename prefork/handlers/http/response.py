@@ -1,0 +1,79 @@
+"""Response heads: status lines, header blocks, the Date cache, error replies.
+
+Pure functions over bytes.  A response head and a small body leave in one
+``send``; everything here exists to make that one buffer cheaply.
+"""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import List, Tuple
+
+SERVER = b"Server: prefork\r\n"
+# Hop-by-hop fields belong to the server's framing, not the application (PEP 3333).
+HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate",
+                        "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"))
+NO_BODY_STATUSES = frozenset((204, 304))
+
+_date_cache = [0, b""]
+
+
+def date_header() -> bytes:
+    """``Date: ...\\r\\n``, formatted at most once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+    return _date_cache[1]
+
+
+def status_code(status: str) -> int:
+    """The numeric code of a WSGI status string such as '200 OK'; ValueError if malformed."""
+    if len(status) < 4 or status[3] != " " or not status[:3].isdigit() or status[0] == "0":
+        raise ValueError(f"malformed status {status!r}: expected e.g. '200 OK'")
+    if "\r" in status or "\n" in status:
+        raise ValueError("CR or LF in the status line")
+    return int(status[:3])
+
+
+def check_headers(headers: List[Tuple[str, str]]) -> None:
+    """Refuse what would corrupt the response (header injection, non-latin-1)."""
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise TypeError(f"response header {item!r} is not a (name, value) tuple")
+        name, value = item
+        if type(name) is not str or type(value) is not str:
+            raise TypeError(f"response header {item!r} must be a pair of str")
+        if not name or ":" in name or any(c in name for c in " \t\r\n") \
+                or "\r" in value or "\n" in value:
+            raise ValueError(f"invalid response header {item!r}")
+
+
+def head_bytes(version: str, status: str, headers: List[Tuple[str, str]],
+               extra: bytes) -> bytes:
+    """Serialize a head: status line, the app's headers, then our framing lines."""
+    lines = [f"{version} {status}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers]
+    return "".join(lines).encode("latin-1") + extra + b"\r\n"
+
+
+def error_response(status: int, keep_alive: bool = False) -> bytes:
+    """A complete small response for a status the server itself decides (400, 408, 413...)."""
+    phrase = HTTPStatus(status).phrase
+    body = f"{status} {phrase}\n".encode()
+    return (f"HTTP/1.1 {status} {phrase}\r\n".encode() + SERVER + date_header()
+            + b"Content-Type: text/plain; charset=utf-8\r\n"
+            + b"Content-Length: %d\r\n" % len(body)
+            + (b"" if keep_alive else b"Connection: close\r\n") + b"\r\n" + body)
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
