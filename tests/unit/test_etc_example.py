@@ -2,9 +2,14 @@
 
 from pathlib import Path
 
-from prefork import config
+from prefork import config, config_doc
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "prefork.toml"
+
+
+def test_example_is_generated_from_the_config_fields():
+    assert EXAMPLE.read_text() == config_doc.render(), \
+        "regenerate: python -m prefork.config_doc > etc/prefork.toml"
 
 
 def test_every_setting_is_documented():
