@@ -69,7 +69,13 @@ def parse(text: str) -> BindSpec:
 
 
 def parse_all(texts: Iterable[str]) -> List[BindSpec]:
-    return [parse(t) for t in texts]
+    """Parse every address; the same address given twice is bound once."""
+    specs: List[BindSpec] = []
+    for text in texts:
+        spec = parse(text)
+        if spec not in specs:
+            specs.append(spec)
+    return specs
 
 
 def bind(spec: BindSpec, backlog: int) -> Listener:
@@ -128,11 +134,13 @@ class ListenerSet:
     def __init__(self, backlog: int) -> None:
         self.backlog = backlog
         self._by_spec: dict = {}
+        self.fresh: List[Listener] = []
 
     def acquire(self, specs: Sequence[BindSpec]) -> List[Listener]:
         """Return listeners for ``specs``, binding the missing ones.
 
         All or nothing: if one bind fails, the ones this call bound are closed.
+        Newly bound listeners are in :attr:`fresh` until the next call.
         """
         fresh: List[Listener] = []
         try:
@@ -146,6 +154,7 @@ class ListenerSet:
                 del self._by_spec[listener.spec]
                 listener.close()
             raise
+        self.fresh = fresh
         return [self._by_spec[s] for s in specs]
 
     def all(self) -> List[Listener]:

@@ -117,5 +117,8 @@ class WSGIServer:
         if self.access_log is not None:
             self.access_log.write(connection.address, None, status, 0, 0.0)
 
+    def close_idle(self, min_wait: float) -> None:
+        """Idle HTTP connections are parked in the loop, which stops them itself."""
+
     def server_close(self) -> None:
         self.socket.close()

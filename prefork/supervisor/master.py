@@ -38,6 +38,8 @@ logger = logging.getLogger("prefork")
 MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                   signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2,
                   signal.SIGCHLD, signal.SIGWINCH)
+BOOT_IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1,
+                signal.SIGUSR2, signal.SIGWINCH)
 SCOREBOARD_SLOTS = 1024
 TICK = 1.0
 
@@ -68,9 +70,12 @@ class Master:
         """Parse the target and bind every listener: before any fork, so errors exit early."""
         spec = target.parse(self.config.target)
         bound = self.listeners.acquire(sockets.parse_all(self.config.bind))
-        for listener in bound:
-            logger.info("listening at %s", listener.name)
+        self._log_fresh_listeners()
         self.generations[1] = Generation(self.config, spec, bound)
+
+    def _log_fresh_listeners(self) -> None:
+        for listener in self.listeners.fresh:
+            logger.info("listening at %s", listener.name)
 
     def run(self) -> int:
         """Serve until told to stop; returns the exit status."""
@@ -132,6 +137,7 @@ class Master:
             log.configure(config.error_log, config.log_level)
         except PreforkError as exc:
             return ReloadFailed(str(exc))
+        self._log_fresh_listeners()
         self._pending = Generation(config, spec, bound)
         return Reload(config.workers, config.timeout, config.graceful_timeout)
 
@@ -199,7 +205,9 @@ class Master:
         try:
             self.signals.close_fds_in_child()
             for sig in MASTER_SIGNALS:
-                signal.signal(sig, signal.SIG_DFL)
+                # A USR1 (or TTIN...) reaching a worker still booting must not kill it.
+                ignored = sig in BOOT_IGNORED
+                signal.signal(sig, signal.SIG_IGN if ignored else signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(self.alive_w)
             self.reports.close_read_end_in_child()

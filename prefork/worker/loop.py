@@ -34,6 +34,7 @@ logger = logging.getLogger("prefork")
 
 TICK = 1.0
 SWEEP = 0.5          # seconds between two deadline sweeps over parked connections
+IDLE_WAIT = 0.5      # a handler waiting this long for input is idle (graceful stop)
 FD_PAUSE = 0.5       # seconds to stop accepting after running out of file descriptors
 DRAIN_UNKNOWN = 64   # connections to drain where the OS does not report its queue
 # accept() errors that mean "this connection is gone" or "try later", not a bug.
@@ -142,7 +143,12 @@ class ServeLoop:
                 self._next_sweep = now + SWEEP
                 for connection in list(self.connections):
                     connection.tick(now)
-            timeout = min(TICK, self._next_sweep - now) if self.connections else TICK
+                if self.stopping:
+                    for server in self.servers:
+                        server.close_idle(IDLE_WAIT)
+            timeout = TICK
+            if self.connections or self.stopping:
+                timeout = min(TICK, self._next_sweep - now)
             for key, _ in self.selector.select(max(timeout, 0.0)):
                 key.data()
             if os.getppid() != self.master_pid and not self.stopping:
@@ -164,6 +170,7 @@ class ServeLoop:
         self.stopping = True
         for server in self.servers:
             server.server_close()
+            server.close_idle(IDLE_WAIT)
         for connection in list(self.connections):
             connection.stop()
 

@@ -34,7 +34,7 @@ from ..scoreboard import Scoreboard
 from ..sigpipe import SignalPipe
 from ..sockets import Listener
 from .dispatch import SyncDispatcher, ThreadDispatcher
-from .loop import ServeLoop
+from .loop import IDLE_WAIT, ServeLoop
 
 logger = logging.getLogger("prefork")
 
@@ -62,6 +62,29 @@ class WorkerContext:
     scoreboard: Scoreboard
     reports: ReportPipe
     alive_fd: int
+
+
+def _arm_idle_closing(servers: List[object], sync: bool) -> None:
+    """On TERM, end handler connections that sit idle between requests.
+
+    This one job is done inside signal handlers, because for a sync worker
+    the loop is not running: it is inside a handler blocked in recv, and a
+    signal handler is the only code that runs there.  Each call is a few
+    shutdown() syscalls (see HandlerServer.close_idle); an interval timer
+    repeats it for handlers that go back to waiting after their response.
+    """
+    def on_term(signum: int, frame: object) -> None:
+        for server in servers:
+            server.close_idle(IDLE_WAIT)
+        if sync:
+            signal.setitimer(signal.ITIMER_REAL, IDLE_WAIT, IDLE_WAIT)
+
+    def on_alarm(signum: int, frame: object) -> None:
+        for server in servers:
+            server.close_idle(IDLE_WAIT)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
 
 
 def run_worker(ctx: WorkerContext) -> NoReturn:
@@ -117,6 +140,7 @@ def _run(ctx: WorkerContext) -> int:
     else:
         servers = [WSGIServer(l.sock, app, config, kind == "thread", access_log)
                    for l in ctx.listeners]
+    _arm_idle_closing(servers, sync=kind == "sync")
     limit = config.max_requests
     if limit:
         limit += random.randint(0, config.max_requests_jitter)

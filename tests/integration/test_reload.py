@@ -202,8 +202,6 @@ def test_hup_moves_the_listener(prefork_server, tmp_path):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="bug: listeners bound by a reload are not logged "
-                   "('listening at' is only logged by Master.bind at start-up)")
 def test_hup_logs_new_listeners(prefork_server, tmp_path):
     config = tmp_path / "prefork.toml"
     _config(config, "127.0.0.1:0")

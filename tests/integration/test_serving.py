@@ -96,8 +96,6 @@ def test_several_bind_addresses(prefork_server):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason="bug: identical -b specs share one listener, which "
-                   "each worker registers twice in its selector (KeyError), a crash loop")
 def test_repeated_bind_address_does_not_crash_workers(prefork_server):
     server = prefork_server("serve", ECHO, "-b", "127.0.0.1:0", "-b", "127.0.0.1:0",
                             "-w", "1")

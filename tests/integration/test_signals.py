@@ -131,8 +131,6 @@ def test_term_kills_what_outlives_graceful_timeout(prefork_server, kind):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason="bug: an idle keep-alive client holds a graceful "
-                   "stop for idle_timeout (15 s): the worker waits for its handler thread")
 def test_term_is_prompt_with_an_idle_keepalive_client(prefork_server):
     server = prefork_server("serve", "prefork.examples.hello:HelloHandler",
                             "-b", "127.0.0.1:0", "-w", "1")
