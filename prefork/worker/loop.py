@@ -104,19 +104,23 @@ class ServeLoop:
         """
         if counts:
             self.slot.request_started(time.monotonic())
+        if self.dispatcher.multithread:
+            self.dispatcher.run(job, lambda: self._job_done(on_done, counts))
+            return
+        try:
+            job()
+        finally:
+            self._job_done(on_done, counts)
+            self.slot.heartbeat(time.monotonic())   # inline: beat between two jobs
 
-        def finished() -> None:
-            if counts:
-                self.slot.request_finished()
-                self.on_request_done()
-            if on_done is not None:
-                on_done()
-            if not self._listening and self._has_room():
-                self._listen(True)
-
-        self.dispatcher.run(job, finished)
-        if self.dispatcher.fileno() is None:    # ran inline: beat between two jobs
-            self.slot.heartbeat(time.monotonic())
+    def _job_done(self, on_done: Optional[Callable[[], None]], counts: bool) -> None:
+        if counts:
+            self.slot.request_finished()
+            self.on_request_done()
+        if on_done is not None:
+            on_done()
+        if not self._listening and self._has_room():
+            self._listen(True)
 
     def park(self, connection: Any) -> None:
         self.connections.add(connection)

@@ -30,13 +30,17 @@ from .parser import ProtocolError, Request, RequestParser
 from .response import CONTINUE, error_response
 
 HEAD, BODY, APP, WRITE, CLOSING = "head", "body", "app", "write", "closing"
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024   # below malloc's mmap threshold: no mmap/munmap per recv
 LINGER = 2.0           # seconds to keep reading after our close, so our last reply is not reset
 _EMPTY_BODY = b""
 
 
 class HttpConnection:
     """Drive one client socket through requests; see the module docstring."""
+
+    __slots__ = ("sock", "address", "server", "loop", "parser", "state", "closed", "stopping",
+                 "request", "body", "exchange", "out", "started", "deadline", "_events",
+                 "_advancing", "__weakref__")
 
     def __init__(self, sock: socket.socket, address: Any, server: Any, loop: Any) -> None:
         self.sock = sock

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .parser import Request
 from .response import (HOP_BY_HOP, LAST_CHUNK, NO_BODY_STATUSES, SERVER, check_headers, chunk,
-                       date_header, error_response, head_bytes, status_code)
+                       date_header, error_response, status_code)
 
 logger = logging.getLogger("prefork")
 
@@ -52,8 +52,64 @@ class FileWrapper:
         raise StopIteration
 
 
+class AppHead:
+    """What start_response's (status, headers) mean for the head, computed once per distinct pair.
+
+    Most apps send the same few (status, headers) pairs again and again, so
+    validation and serialization of them is cached; only Date and the
+    framing lines are added per response.
+    """
+
+    __slots__ = ("code", "prefix", "has_server", "has_date", "declared", "close")
+
+    def __init__(self, status: str, headers: List[Tuple[str, str]]) -> None:
+        self.code = status_code(status)
+        check_headers(headers)
+        kept = []
+        names = set()
+        self.declared: Optional[int] = None
+        self.close = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower in HOP_BY_HOP:
+                if lower == "connection" and "close" in value.lower():
+                    self.close = True
+                continue
+            if lower == "content-length":
+                if self.declared is not None or not value.isdigit():
+                    raise ValueError(f"bad or repeated Content-Length {value!r} from the app")
+                self.declared = int(value)
+            names.add(lower)
+            kept.append(f"{name}: {value}\r\n")
+        self.prefix = (f"HTTP/1.1 {status}\r\n" + "".join(kept)).encode("latin-1")
+        self.has_server = "server" in names
+        self.has_date = "date" in names
+
+
+_HEADS: Dict[tuple, AppHead] = {}
+_MAX_HEADS = 512
+
+
+def app_head(status: str, headers: List[Tuple[str, str]]) -> AppHead:
+    try:
+        key = (status, tuple(headers))
+        head = _HEADS.get(key)
+    except TypeError:            # an unhashable item: AppHead says what is wrong
+        return AppHead(status, headers)
+    if head is None:
+        head = AppHead(status, headers)
+        if len(_HEADS) < _MAX_HEADS:
+            _HEADS[key] = head
+    return head
+
+
 class Exchange:
     """The app side of one request; see the module docstring."""
+
+    __slots__ = ("app", "environ", "request", "high_water", "keep_alive", "status", "code",
+                 "head", "head_done", "flushed", "no_body", "chunked", "length", "body_bytes",
+                 "file", "done", "aborted", "_pending", "_pending_size", "_out", "_out_size",
+                 "_result", "_iterator", "_closed")
 
     def __init__(self, app: Callable, environ: Dict[str, Any], request: Request,
                  high_water: int) -> None:
@@ -64,7 +120,7 @@ class Exchange:
         self.keep_alive = request.keep_alive
         self.status: Optional[str] = None
         self.code = 0
-        self.app_headers: List[Tuple[str, str]] = []
+        self.head: Optional[AppHead] = None
         self.head_done = False      # the head is serialized into the output
         self.flushed = False        # some output was handed to the socket
         self.no_body = False
@@ -94,9 +150,8 @@ class Exchange:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response() called a second time without exc_info")
-        self.code = status_code(status)
-        check_headers(headers)
-        self.status, self.app_headers = status, list(headers)
+        self.head = app_head(status, headers)
+        self.status, self.code = status, self.head.code
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -180,28 +235,15 @@ class Exchange:
         self._out_size += len(data)
 
     def _commit_head(self, total: Optional[int]) -> None:
-        request, code = self.request, self.code
+        request, code, app = self.request, self.code, self.head
         self.no_body = request.method == "HEAD" or code in NO_BODY_STATUSES or code < 200
-        headers = []
-        names = set()
-        declared = None
-        for name, value in self.app_headers:
-            lower = name.lower()
-            if lower in HOP_BY_HOP:
-                if lower == "connection" and "close" in value.lower():
-                    self.keep_alive = False
-                continue
-            if lower == "content-length":
-                if declared is not None or not value.isdigit():
-                    raise ValueError(f"bad or repeated Content-Length {value!r} from the app")
-                declared = int(value)
-            names.add(lower)
-            headers.append((name, value))
-        extra = [] if "server" in names else [SERVER]
-        if "date" not in names:
+        if app.close:
+            self.keep_alive = False
+        extra = [] if app.has_server else [SERVER]
+        if not app.has_date:
             extra.append(date_header())
-        if declared is not None:
-            self.length = declared
+        if app.declared is not None:
+            self.length = app.declared
         elif self.no_body:
             if request.method == "HEAD" and total and code not in NO_BODY_STATUSES:
                 extra.append(b"Content-Length: %d\r\n" % total)
@@ -217,13 +259,15 @@ class Exchange:
             extra.append(b"Connection: close\r\n")
         elif request.version == "HTTP/1.0":
             extra.append(b"Connection: keep-alive\r\n")
-        head = head_bytes("HTTP/1.1", self.status, headers, b"".join(extra))
+        extra.append(b"\r\n")
+        head = app.prefix + b"".join(extra)
         self._out.append(head)
         self._out_size += len(head)
         self.head_done = True
-        pending, self._pending, self._pending_size = self._pending, [], 0
-        for data in pending:
-            self._emit(data)
+        if self._pending:
+            pending, self._pending, self._pending_size = self._pending, [], 0
+            for data in pending:
+                self._emit(data)
 
     def _finish(self) -> None:
         if not self.head_done:

@@ -26,6 +26,11 @@ _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
 _TOKEN_RE = re.compile(_TOKEN)
 # Control characters other than HTAB (CR and LF are checked separately).
 _CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# One pass over a head: a control character, a CR not before LF, an LF not after CR.
+_BAD_HEAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
+# A whole field line, OWS around the value excluded; anchored at a line start,
+# so an obs-fold or a line with a bad name cannot match part of itself.
+_FIELD_LINE = re.compile(rf"^({_TOKEN}):[ \t]*(.*?)[ \t]*\r\n", re.M)
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+"
                          rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"(?:[^\"\\\x00-\x08"
                          rb"\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)[ \t]*")
@@ -81,14 +86,16 @@ class RequestParser:
 
     def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
-        self._buf = bytearray()
+        # Immutable bytes, not a bytearray: the usual request arrives whole in
+        # one recv and is parsed from that very object, with no copy.
+        self._buf = b""
         self._state = HEAD
         self._remaining = 0          # body bytes still expected (length or current chunk)
         self._received = 0           # body bytes so far, for the size limit
         self._trailer_count = 0
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        self._buf = self._buf + data if self._buf else data
 
     @property
     def buffered(self) -> int:
@@ -104,18 +111,21 @@ class RequestParser:
         """The next request head, or None until more bytes arrive."""
         assert self._state == HEAD, "read_body() first"
         buf = self._buf
-        # RFC 9112 2.2: ignore empty lines before a request-line.
-        skip = 0
-        while buf.startswith(b"\r\n", skip):
-            skip += 2
-        if skip:
-            del buf[:skip]
+        if not buf:
+            return None
+        if buf[:2] == b"\r\n":
+            # RFC 9112 2.2: ignore empty lines before a request-line.
+            skip = 2
+            while buf.startswith(b"\r\n", skip):
+                skip += 2
+            self._buf = buf = buf[skip:]
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             self._check_partial_head()
             return None
-        head = buf[:end].decode("latin-1")
-        del buf[:end + 4]
+        # The head up to and including its last field line's CRLF.
+        head = buf[:end + 2].decode("latin-1")
+        self._buf = buf[end + 4:]
         request = self._parse_head(head)
         self._frame(request)
         return request
@@ -133,29 +143,33 @@ class RequestParser:
 
     def _parse_head(self, head: str) -> Request:
         limits = self.limits
-        if _CTL.search(head):
-            raise ProtocolError(400, "control character in the request head")
-        lines = head.split("\r\n")
-        for line in lines:
-            if "\r" in line or "\n" in line:
-                raise ProtocolError(400, "bare CR or LF in the request head")
-        request_line = lines[0]
-        if len(request_line) > limits.request_line:
+        # Fast path: printable ASCII/latin-1 with only CRLF line ends cannot
+        # hold a control character or a bare CR or LF; only others are searched.
+        if not head.replace("\r\n", " ").isprintable() and _BAD_HEAD.search(head):
+            raise ProtocolError(400, "control character, bare CR or bare LF in the head")
+        line_end = head.find("\r\n")
+        if line_end > limits.request_line:
             raise ProtocolError(414, "request line too long")
-        match = _REQUEST_LINE.fullmatch(request_line)
+        match = _REQUEST_LINE.fullmatch(head, 0, line_end)
         if not match:
             raise ProtocolError(400, "malformed request line")
         method, target, major, minor = match.groups()
         if major != "1" or minor not in "01":
             raise ProtocolError(505, f"HTTP/{major}.{minor} is not supported")
-        if len(lines) - 1 > limits.header_count:
+        block = head[line_end + 2:]
+        headers = _FIELD_LINE.findall(block)
+        lines = block.count("\r\n")
+        if lines > limits.header_count:
             raise ProtocolError(431, "too many header fields")
-        headers = []
-        for line in lines[1:]:
-            if len(line) > limits.header_size:
-                raise ProtocolError(431, "header field too large")
-            headers.append(_parse_field(line))
-        return Request(method, target, f"HTTP/1.{minor}", headers)
+        if len(block) > limits.header_size and \
+                max(map(len, block.split("\r\n"))) > limits.header_size:
+            raise ProtocolError(431, "header field too large")
+        if len(headers) != lines:
+            # Some line is not `token ":" value`: find which, to say why.
+            for line in block.split("\r\n")[:-1]:
+                _parse_field(line)
+            raise ProtocolError(400, "invalid header field line")
+        return Request(method, target, "HTTP/1.1" if minor == "1" else "HTTP/1.0", headers)
 
     def _frame(self, request: Request) -> None:
         """Decide how the body is delimited (RFC 9112 6.3) and the connection's fate."""
@@ -223,8 +237,8 @@ class RequestParser:
                 if not buf:
                     break
                 take = min(len(buf), self._remaining)
-                out.append(bytes(buf[:take]))
-                del buf[:take]
+                out.append(buf[:take])
+                self._buf = buf[take:]
                 self._remaining -= take
                 if self._remaining:
                     break
@@ -237,7 +251,7 @@ class RequestParser:
                     break
                 if buf[:2] != b"\r\n":
                     raise ProtocolError(400, "chunk data not followed by CRLF")
-                del buf[:2]
+                self._buf = buf[2:]
                 self._state = CHUNK_SIZE
             elif not self._trailer_line():
                 break
@@ -250,8 +264,8 @@ class RequestParser:
             if len(buf) > 1024 or b"\n" in buf:
                 raise ProtocolError(400, "bad chunk size line")
             return False
-        line = bytes(buf[:end])
-        del buf[:end + 2]
+        line = buf[:end]
+        self._buf = buf[end + 2:]
         match = _CHUNK_SIZE.fullmatch(line)
         if not match:
             raise ProtocolError(400, "bad chunk size")
@@ -273,7 +287,7 @@ class RequestParser:
                 raise ProtocolError(431, "trailer field too large")
             return False
         line = buf[:end].decode("latin-1")
-        del buf[:end + 2]
+        self._buf = buf[end + 2:]
         if not line:
             self._state = HEAD
             return True

@@ -51,14 +51,6 @@ def check_headers(headers: List[Tuple[str, str]]) -> None:
             raise ValueError(f"invalid response header {item!r}")
 
 
-def head_bytes(version: str, status: str, headers: List[Tuple[str, str]],
-               extra: bytes) -> bytes:
-    """Serialize a head: status line, the app's headers, then our framing lines."""
-    lines = [f"{version} {status}\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in headers]
-    return "".join(lines).encode("latin-1") + extra + b"\r\n"
-
-
 def error_response(status: int, keep_alive: bool = False) -> bytes:
     """A complete small response for a status the server itself decides (400, 408, 413...)."""
     phrase = HTTPStatus(status).phrase
