@@ -97,6 +97,10 @@ class WSGIServer:
         self.high_water = 256 * 1024
         self.access_log = access_log
         self._base = base_environ(sock.getsockname(), multithread, config.root_path, FileWrapper)
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # Accept a connection once its request has arrived: one wakeup
+            # fewer per connection, and idle connects never reach a worker.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
 
     def accepted(self, conn: socket.socket, address: Any, loop: Any) -> None:
         conn.setblocking(False)

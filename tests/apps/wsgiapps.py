@@ -206,3 +206,15 @@ def slow(environ, start_response):
 validated_echo = validator(echo)
 validated_stream = validator(stream)
 validated_writer = validator(writer)
+
+ROUTES = {
+    "stream": stream, "large": large, "write": writer, "closing": closing, "fail": failing,
+    "file": sendfile, "slow": slow, "hello": hello,
+    "v-echo": validated_echo, "v-stream": validated_stream, "v-write": validated_writer,
+}
+
+
+def router(environ, start_response):
+    """One server for many tests: /NAME/... goes to the app NAME, anything else to echo."""
+    first = environ.get("PATH_INFO", "").lstrip("/").split("/", 1)[0]
+    return ROUTES.get(first, echo)(environ, start_response)

@@ -126,10 +126,7 @@ class Conn:
     def __init__(self, address: tuple, timeout: float = 10.0) -> None:
         self.sock = socket.create_connection(address, timeout=timeout)
         self.reader = self.sock.makefile("rb")
-
-    @property
-    def port(self) -> str:
-        return str(self.sock.getsockname()[1])
+        self.port = str(self.sock.getsockname()[1])   # REMOTE_PORT, as the app sees it
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

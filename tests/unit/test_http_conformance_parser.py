@@ -63,6 +63,9 @@ DELIBERATE = {
         (501, "deflate, chunked: a coding we do not implement, 501 per RFC 9112 6.1"),
     "transfer-encoding.md/POST with `chunked` as last transfer-encoding (multiple headers)":
         (501, "deflate then chunked: as above"),
+    "method.md/M-SEARCH request": (400, "'M-SEARCH *': RFC 9112 3.2.4 keeps the asterisk-form "
+                                        "for OPTIONS (gunicorn's invalid/rfc9112_target_"
+                                        "asterisk_non_options_01 agrees); SSDP is HTTP over UDP"),
     "uri.md/Disallow UTF-8 in URI path in strict mode":
         ("accept", "raw non-ASCII bytes in the target are taken as latin-1 (PEP 3333): RFC 9112 "
                    "3 only says SHOULD 400, clients do send them, and gunicorn accepts them "
@@ -78,29 +81,10 @@ METHOD_TABLE = {
 }
 
 # Real bugs: the corpus is right; xfail(strict) until prefork/ is fixed.
-_TARGET_FORM = ("bug: request-target form not checked (RFC 9112 3.2: origin-form must start "
-                "with '/', authority-form only for CONNECT, asterisk-form only for OPTIONS; "
-                "3 says SHOULD 400)")
-KNOWN_BUGS = {
-    "invalid/042": "bug: two Host fields accepted; RFC 9112 3.2 says MUST 400",
-    "invalid/chunked_09": "bug: whitespace after chunk-size without an extension accepted "
-                          "(RFC 9112 7.1 grammar; parser.py _CHUNK_SIZE trailing [ \\t]*)",
-    "transfer-encoding.md/Space after chunk header": "bug: as invalid/chunked_09",
-    "invalid/rfc9112_target_asterisk_non_options_01": _TARGET_FORM,
-    "invalid/rfc9112_target_authority_non_connect_01": _TARGET_FORM,
-    "invalid/rfc9112_target_relative_01": _TARGET_FORM,
-    "invalid/016": _TARGET_FORM + "; absolute-form 's://]ufd/:' has an invalid authority",
-    "method.md/PRI request HTTP2": _TARGET_FORM + "; 'PRI *' is accepted as a request",
-}
+KNOWN_BUGS = {}
 
 # Split replays whose outcome depends on where the input was cut (a real bug).
-_EARLY_BARE = ("bug: a bare CR/LF in a partial request line is refused at once only while no "
-               "CRLF is buffered (parser.py _check_partial_head), so the verdict depends on "
-               "how the bytes were split")
-SPLIT_BUGS = {
-    "invalid.md/Invalid space after start line/Only LFs present": _EARLY_BARE,
-    "sample.md/No LF after CR": _EARLY_BARE,
-}
+SPLIT_BUGS = {}
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "conformance"
 _FILES = {"gunicorn": CORPUS / "gunicorn-requests.json", "llhttp": CORPUS / "llhttp-requests.json"}

@@ -56,12 +56,15 @@ class HttpConnection:
         self.exchange: Optional[Exchange] = None
         self.out: Any = b""
         self.started = 0.0                 # when the current request's head began
-        now = time.monotonic()
-        self.deadline = now + server.header_timeout
-        self._events = selectors.EVENT_READ
+        self.deadline = time.monotonic() + server.header_timeout
+        self._events = 0
         self._advancing = False
-        loop.selector.register(sock, selectors.EVENT_READ, self._on_ready)
         loop.park(self)
+        # The request usually arrived with the connection (TCP_DEFER_ACCEPT
+        # waits for it): read it now, and register only if it has not.
+        self._on_readable()
+        if not self.closed and not self._events and self.state in (HEAD, BODY):
+            self._want(selectors.EVENT_READ)
 
     # -- loop callbacks ------------------------------------------------------
 
@@ -192,7 +195,10 @@ class HttpConnection:
         exchange.release()
         self.exchange = self.body = None
         if not exchange.keep_alive or self.stopping:
-            self._linger()
+            if not self.request.keep_alive and not self.parser.buffered:
+                self.close()     # the client asked for the close and sent nothing more
+            else:
+                self._linger()
             return
         self.state = HEAD
         self.started = 0.0

@@ -60,23 +60,28 @@ def base_environ(server_address: Any, multithread: bool, root_path: str,
 
 
 def split_target(target: str) -> tuple:
-    """(path, query) of a request-target in any of its four forms (RFC 9112 3.2)."""
+    """(path, query, authority) of a request-target in any of its forms (RFC 9112 3.2).
+
+    ``authority`` is only set for absolute-form, where it replaces Host.
+    """
     path, _, query = target.partition("?")
     if path.startswith("/"):
-        return path, query
+        return path, query, None
     if "://" in path:                    # absolute-form
         rest = path.split("://", 1)[1]
         slash = rest.find("/")
-        return (rest[slash:] if slash >= 0 else "/"), query
-    return "", query                     # authority-form (CONNECT) or "*"
+        if slash < 0:
+            return "/", query, rest
+        return rest[slash:], query, rest[:slash]
+    return "", query, None               # authority-form (CONNECT) or "*"
 
 
 def build_environ(base: Dict[str, Any], request: Request, body: IO[bytes], body_length: int,
                   client_address: Any) -> Dict[str, Any]:
     environ = base.copy()
-    path, query = split_target(request.target)
+    path, query, authority = split_target(request.target)
     if "%" in path:
-        path = unquote_to_bytes(path).decode("latin-1")
+        path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
     root = environ["SCRIPT_NAME"]
     if root and (path == root or path.startswith(root + "/")):
         path = path[len(root):]
@@ -98,6 +103,8 @@ def build_environ(base: Dict[str, Any], request: Request, body: IO[bytes], body_
             environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
         else:
             environ[key] = value
+    if authority is not None:
+        environ["HTTP_HOST"] = authority   # RFC 9112 3.2.2: the target's authority wins
     if body_length or request.chunked or "CONTENT_LENGTH" in environ:
         # The whole body is read before the app runs, so its length is known
         # even when it came chunked.

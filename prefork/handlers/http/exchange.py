@@ -86,6 +86,16 @@ class AppHead:
         self.has_date = "date" in names
 
 
+def _without_length(app: AppHead) -> AppHead:
+    stripped = AppHead.__new__(AppHead)
+    lines = app.prefix.split(b"\r\n")
+    kept = [l for l in lines if not l.lower().startswith(b"content-length:")]
+    stripped.prefix = b"\r\n".join(kept)
+    stripped.code, stripped.has_server, stripped.has_date = app.code, app.has_server, app.has_date
+    stripped.declared, stripped.close = None, app.close
+    return stripped
+
+
 _HEADS: Dict[tuple, AppHead] = {}
 _MAX_HEADS = 512
 
@@ -242,6 +252,9 @@ class Exchange:
         extra = [] if app.has_server else [SERVER]
         if not app.has_date:
             extra.append(date_header())
+        if app.declared is not None and (code < 200 or code == 204):
+            # RFC 9110 8.6: never a Content-Length on 1xx or 204.
+            app = self.head = _without_length(app)
         if app.declared is not None:
             self.length = app.declared
         elif self.no_body:
@@ -286,7 +299,7 @@ class Exchange:
     def _try_sendfile(self) -> bool:
         wrapper = self._result
         fd = wrapper.fileno()
-        if fd is None or self.status is None or self._pending:
+        if fd is None or self.status is None or self._pending or self.head_done:
             return False
         try:
             info = os.fstat(fd)
@@ -298,6 +311,8 @@ class Exchange:
         count = max(0, info.st_size - offset)
         self._commit_head(count)
         if self.length is not None:
+            if count < self.length:
+                self.keep_alive = False   # short file: only the close can end the body
             count = min(count, self.length)
         if not self.no_body and count:
             self.file = (fd, offset, count)

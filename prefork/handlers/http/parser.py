@@ -33,7 +33,15 @@ _BAD_HEAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 _FIELD_LINE = re.compile(rf"^({_TOKEN}):[ \t]*(.*?)[ \t]*\r\n", re.M)
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+"
                          rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"(?:[^\"\\\x00-\x08"
-                         rb"\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)[ \t]*")
+                         rb"\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)")
+# Host / authority: a reg-name or IPv4 (no delimiters, no spaces) or an IP
+# literal, then an optional port (RFC 3986 3.2.2, RFC 9110 7.2).
+_HOST_PART = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%\x80-\xff]*)"
+_HOST = re.compile(rf"{_HOST_PART}(?::[0-9]*)?")
+_AUTHORITY = re.compile(rf"{_HOST_PART}:[0-9]+")
+# Userinfo is deprecated in http URIs (RFC 9110 4.2.4) but still parsed, as clients send it.
+_ABSOLUTE = re.compile(rf"[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#\[\]]*@)?{_HOST_PART}"
+                       rf"(?::[0-9]*)?(?:[/?][^#]*)?")
 _FORBIDDEN_TRAILERS = frozenset(("content-length", "transfer-encoding", "host"))
 
 
@@ -131,14 +139,17 @@ class RequestParser:
         return request
 
     def _check_partial_head(self) -> None:
-        limits = self.limits
-        line_end = self._buf.find(b"\r\n")
-        if line_end < 0:
-            if len(self._buf) > limits.request_line:
-                raise ProtocolError(414, "request line too long")
-            if b"\n" in self._buf or b"\r" in self._buf[:-1]:
-                raise ProtocolError(400, "bare LF or CR in the request line")
-        elif len(self._buf) > limits.request_line + limits.header_count * (limits.header_size + 2):
+        """Refuse an unfinished head early, so a client cannot make us buffer without end."""
+        limits, buf = self.limits, self._buf
+        line_end = buf.find(b"\n")
+        line = buf if line_end < 0 else buf[:line_end + 1]
+        # The request line as far as it came, its CRLF (or a final CR) not counted.
+        body = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\r") else line
+        if b"\r" in body or (line_end >= 0 and not line.endswith(b"\r\n")):
+            raise ProtocolError(400, "bare CR or LF in the request line")
+        if len(body) > limits.request_line:
+            raise ProtocolError(414, "request line too long")
+        if len(buf) > limits.request_line + limits.header_count * (limits.header_size + 2):
             raise ProtocolError(431, "request header block too large")
 
     def _parse_head(self, head: str) -> Request:
@@ -154,8 +165,9 @@ class RequestParser:
         if not match:
             raise ProtocolError(400, "malformed request line")
         method, target, major, minor = match.groups()
-        if major != "1" or minor not in "01":
+        if major != "1":
             raise ProtocolError(505, f"HTTP/{major}.{minor} is not supported")
+        _check_target_form(method, target)
         block = head[line_end + 2:]
         headers = _FIELD_LINE.findall(block)
         lines = block.count("\r\n")
@@ -169,16 +181,22 @@ class RequestParser:
             for line in block.split("\r\n")[:-1]:
                 _parse_field(line)
             raise ProtocolError(400, "invalid header field line")
-        return Request(method, target, "HTTP/1.1" if minor == "1" else "HTTP/1.0", headers)
+        # RFC 9110 2.5: a higher 1.x minor version is processed as 1.1.
+        return Request(method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1", headers)
 
     def _frame(self, request: Request) -> None:
         """Decide how the body is delimited (RFC 9112 6.3) and the connection's fate."""
         lengths = []
         codings: List[str] = []
         connection: List[str] = []
+        hosts = 0
         for name, value in request.headers:
             lower = name.lower()
-            if lower == "content-length":
+            if lower == "host":
+                hosts += 1
+                if hosts > 1 or not _HOST.fullmatch(value):
+                    raise ProtocolError(400, "repeated or malformed Host")
+            elif lower == "content-length":
                 lengths.append(value)
             elif lower == "transfer-encoding":
                 codings += [c.strip().lower() for c in value.split(",")]
@@ -211,7 +229,12 @@ class RequestParser:
         elif lengths:
             if len(lengths) > 1 or not lengths[0].isdigit() or not lengths[0].isascii():
                 raise ProtocolError(400, "malformed or repeated Content-Length")
-            length = int(lengths[0])
+            digits = lengths[0].lstrip("0")
+            # Compare lengths first: int() of thousands of digits is slow or refused.
+            if len(digits) > len(str(self.limits.body_size)) or int(digits or "0") > \
+                    self.limits.body_size:
+                raise ProtocolError(413, "request body too large")
+            length = int(digits or "0")
             if length > self.limits.body_size:
                 raise ProtocolError(413, "request body too large")
             request.content_length = length
@@ -300,6 +323,24 @@ class RequestParser:
         if name.lower() in _FORBIDDEN_TRAILERS:
             raise ProtocolError(400, f"{name} is not allowed in trailers")
         return True
+
+
+def _check_target_form(method: str, target: str) -> None:
+    """RFC 9112 3.2: which request-target form goes with which method."""
+    if target[0] == "/":
+        if method == "CONNECT":
+            raise ProtocolError(400, "CONNECT needs an authority-form target")
+        return
+    if target == "*":
+        if method != "OPTIONS":
+            raise ProtocolError(400, "'*' is only a target for OPTIONS")
+        return
+    if method == "CONNECT":
+        if not _AUTHORITY.fullmatch(target):
+            raise ProtocolError(400, "malformed CONNECT authority")
+        return
+    if not _ABSOLUTE.fullmatch(target):
+        raise ProtocolError(400, "malformed request-target")
 
 
 def _parse_field(line: str) -> Tuple[str, str]:
