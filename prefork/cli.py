@@ -79,11 +79,15 @@ def check(args: argparse.Namespace) -> int:
     config = _load(args)
     sockets.parse_all(config.bind)
     obj = target.load(target.parse(config.target))
-    if not target.is_handler_class(obj):
-        raise TargetError(f"target {config.target!r} is {obj!r}, not a "
-                          "socketserver.BaseRequestHandler subclass")
-    print(f"OK: {config.target} is a socketserver handler class; "
-          f"{config.workers} workers on {', '.join(config.bind)}")
+    if target.is_handler_class(obj):
+        kind = "a socketserver handler class"
+    elif callable(obj):
+        kind = "a WSGI application"
+    else:
+        raise TargetError(f"target {config.target!r} is {obj!r}: neither a "
+                          "socketserver.BaseRequestHandler subclass nor a WSGI callable")
+    print(f"OK: {config.target} is {kind}; {config.workers} workers on "
+          f"{', '.join(config.bind)}")
     return EXIT_OK
 
 

@@ -103,7 +103,7 @@ def test_check_ok_exits_0(tmp_path):
 @pytest.mark.parametrize("target, status, named", [
     ("no_such_module_for_prefork_tests:Handler", 3, "no_such_module_for_prefork_tests"),
     ("testapps:NoSuchHandler", 3, "NoSuchHandler"),
-    ("os:getcwd", 3, "os:getcwd"),   # importable, but not a handler class
+    ("os:sep", 3, "os:sep"),   # importable, but neither a handler class nor callable
     ("nocolon", 2, "nocolon"),
 ])
 def test_check_bad_target(tmp_path, target, status, named):

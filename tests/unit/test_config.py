@@ -220,7 +220,7 @@ def test_check_bad_config_is_status_2(main, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["no_such_module_xyz:app"], ["socketserver:Nope"],
-                                  ["collections:OrderedDict"]])
+                                  ["string:ascii_letters"]])
 def test_check_bad_target_is_status_3(main, argv):
     status, _, err = main("check", *argv)
     assert status == 3 and err.startswith("prefork: error: ")
