@@ -13,17 +13,18 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
-# pid, generation, state, requests, connections, booted, heartbeat, request_start
-_SLOT = struct.Struct("=qqqqqddd")
+# pid, generation, state, booted, heartbeat, requests, connections, request_start:
+# the three a request updates are adjacent, so each update is one pack_into.
+_SLOT = struct.Struct("=qqqddqqd")
 SLOT_SIZE = 64
 assert _SLOT.size <= SLOT_SIZE
 
-_HEARTBEAT_AT = struct.calcsize("=qqqqqd")
-_REQUEST_START_AT = struct.calcsize("=qqqqqdd")
-_REQUESTS_AT = struct.calcsize("=qqq")
 _STATE_AT = struct.calcsize("=qq")
+_HEARTBEAT_AT = struct.calcsize("=qqqd")
+_REQUESTS_AT = struct.calcsize("=qqqdd")
 _DOUBLE = struct.Struct("=d")
 _LONG = struct.Struct("=q")
+_COUNTS = struct.Struct("=qqd")    # requests, connections, request_start
 
 FREE, BOOTING, READY, DRAINING = 0, 1, 2, 3
 STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", DRAINING: "draining"}
@@ -53,17 +54,20 @@ class Scoreboard:
 
     def claim(self, slot: int, pid: int, generation: int, now: float) -> None:
         """Reset ``slot`` for a new worker (the master does this right after fork)."""
-        _SLOT.pack_into(self._mm, slot * SLOT_SIZE, pid, generation, BOOTING, 0, 0,
-                        now, now, 0.0)
+        _SLOT.pack_into(self._mm, slot * SLOT_SIZE, pid, generation, BOOTING, now, now,
+                        0, 0, 0.0)
 
     def set_pid(self, slot: int, pid: int) -> None:
         _LONG.pack_into(self._mm, slot * SLOT_SIZE, pid)
 
     def release(self, slot: int) -> None:
-        _SLOT.pack_into(self._mm, slot * SLOT_SIZE, 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0)
+        _SLOT.pack_into(self._mm, slot * SLOT_SIZE, 0, 0, FREE, 0.0, 0.0, 0, 0, 0.0)
 
     def read(self, slot: int) -> SlotView:
-        return SlotView(slot, *_SLOT.unpack_from(self._mm, slot * SLOT_SIZE))
+        pid, generation, state, booted, heartbeat, requests, connections, start = \
+            _SLOT.unpack_from(self._mm, slot * SLOT_SIZE)
+        return SlotView(slot, pid, generation, state, requests, connections, booted,
+                        heartbeat, start)
 
     def __iter__(self) -> Iterator[SlotView]:
         for slot in range(self.capacity):
@@ -98,16 +102,16 @@ class WorkerSlot:
 
     def request_started(self, now: float) -> None:
         self.connections += 1
-        self._write_counts()
-        _DOUBLE.pack_into(self._mm, self._offset + _REQUEST_START_AT, now)
+        _COUNTS.pack_into(self._mm, self._offset + _REQUESTS_AT, self.requests,
+                          self.connections, now)
 
     def request_finished(self) -> None:
         self.connections -= 1
         self.requests += 1
-        self._write_counts()
-        if not self.connections:
-            _DOUBLE.pack_into(self._mm, self._offset + _REQUEST_START_AT, 0.0)
+        # The start time stays while other requests are in flight (thread worker).
+        start = 0.0 if not self.connections else self._start()
+        _COUNTS.pack_into(self._mm, self._offset + _REQUESTS_AT, self.requests,
+                          self.connections, start)
 
-    def _write_counts(self) -> None:
-        struct.pack_into("=qq", self._mm, self._offset + _REQUESTS_AT,
-                         self.requests, self.connections)
+    def _start(self) -> float:
+        return _COUNTS.unpack_from(self._mm, self._offset + _REQUESTS_AT)[2]
