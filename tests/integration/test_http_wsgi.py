@@ -69,8 +69,6 @@ def test_close_is_called_when_the_iterable_fails(server):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason="bug: connection.py close() skips Exchange.release() "
-                   "when the send that fails runs in state APP, so close() is never called")
 def test_close_is_called_when_the_client_disconnects_mid_response(server):
     # ~130 MiB, 5 ms between 64 KiB pieces: the response is still being
     # produced long after the client has gone.

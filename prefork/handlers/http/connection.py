@@ -40,7 +40,7 @@ class HttpConnection:
 
     __slots__ = ("sock", "address", "server", "loop", "parser", "state", "closed", "stopping",
                  "request", "body", "exchange", "out", "started", "deadline", "_events",
-                 "_advancing", "__weakref__")
+                 "_advancing", "_in_job", "__weakref__")
 
     def __init__(self, sock: socket.socket, address: Any, server: Any, loop: Any) -> None:
         self.sock = sock
@@ -59,6 +59,7 @@ class HttpConnection:
         self.deadline = time.monotonic() + server.header_timeout
         self._events = 0
         self._advancing = False
+        self._in_job = False     # a job holds the exchange: only it may close the iterable
         loop.park(self)
         # The request usually arrived with the connection (TCP_DEFER_ACCEPT
         # waits for it): read it now, and register only if it has not.
@@ -159,11 +160,13 @@ class HttpConnection:
         self.state = APP
         if self.loop.dispatcher.multithread:
             self._want(0)   # not readable while the app runs: input waits in the kernel
+        self._in_job = True
         self.loop.run_job(self.exchange.run, self._after_job)
 
     # -- writing responses ---------------------------------------------------
 
     def _after_job(self) -> None:
+        self._in_job = False
         if self.closed:
             self.exchange.release()
             return
@@ -189,6 +192,7 @@ class HttpConnection:
             self.state = APP
             if self.loop.dispatcher.multithread:
                 self._want(0)
+            self._in_job = True
             self.loop.run_job(exchange.pump, self._after_job, counts=False)
             return
         self._log()
@@ -284,7 +288,7 @@ class HttpConnection:
             self.loop.selector.unregister(self.sock)
         self.loop.forget(self)
         self.sock.close()
-        if self.exchange is not None and self.state != APP:
+        if self.exchange is not None and not self._in_job:
             self.exchange.release()
 
     def _want(self, events: int) -> None:

@@ -64,15 +64,17 @@ def split_target(target: str) -> tuple:
 
     ``authority`` is only set for absolute-form, where it replaces Host.
     """
+    if "#" in target:
+        target = target.partition("#")[0]   # a fragment is the client's business
     path, _, query = target.partition("?")
     if path.startswith("/"):
         return path, query, None
     if "://" in path:                    # absolute-form
         rest = path.split("://", 1)[1]
         slash = rest.find("/")
-        if slash < 0:
-            return "/", query, rest
-        return rest[slash:], query, rest[:slash]
+        authority = rest if slash < 0 else rest[:slash]
+        authority = authority.rpartition("@")[2]    # userinfo is not part of Host
+        return (rest[slash:] if slash >= 0 else "/"), query, authority
     return "", query, None               # authority-form (CONNECT) or "*"
 
 
