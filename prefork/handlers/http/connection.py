@@ -17,7 +17,6 @@ of no progress on a body or a response, keepalive for an idle connection.
 
 from __future__ import annotations
 
-import io
 import os
 import selectors
 import socket
@@ -32,7 +31,30 @@ from .response import CONTINUE, error_response
 HEAD, BODY, APP, WRITE, CLOSING = "head", "body", "app", "write", "closing"
 RECV_SIZE = 64 * 1024   # below malloc's mmap threshold: no mmap/munmap per recv
 LINGER = 2.0           # seconds to keep reading after our close, so our last reply is not reset
-_EMPTY_BODY = b""
+
+
+class EmptyInput:
+    """``wsgi.input`` of a request without a body: stateless, so one serves all."""
+
+    __slots__ = ()
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list:
+        return []
+
+    def __iter__(self) -> "EmptyInput":
+        return self
+
+    def __next__(self) -> bytes:
+        raise StopIteration
+
+
+EMPTY_INPUT = EmptyInput()
 
 
 class HttpConnection:
@@ -132,7 +154,7 @@ class HttpConnection:
                     return False
                 self.request = request
                 if not self.parser.in_body:
-                    self.body = io.BytesIO(_EMPTY_BODY)
+                    self.body = EMPTY_INPUT
                     self._dispatch(0)
                     return True
                 self.body = tempfile.SpooledTemporaryFile(max_size=server.body_buffer_size)

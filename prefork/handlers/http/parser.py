@@ -26,11 +26,10 @@ _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
 _TOKEN_RE = re.compile(_TOKEN)
 # Control characters other than HTAB (CR and LF are checked separately).
 _CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# One pass over a head: a control character, a CR not before LF, an LF not after CR.
-_BAD_HEAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 # A whole field line, OWS around the value excluded; anchored at a line start,
-# so an obs-fold or a line with a bad name cannot match part of itself.
-_FIELD_LINE = re.compile(rf"^({_TOKEN}):[ \t]*(.*?)[ \t]*\r\n", re.M)
+# so an obs-fold or a line with a bad name cannot match part of itself, and
+# the value admits no control character but HTAB.
+_FIELD_LINE = re.compile(rf"^({_TOKEN}):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*?)[ \t]*\r\n", re.M)
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+"
                          rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"(?:[^\"\\\x00-\x08"
                          rb"\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)")
@@ -42,6 +41,20 @@ _AUTHORITY = re.compile(rf"{_HOST_PART}:[0-9]+")
 # Userinfo is deprecated in http URIs (RFC 9110 4.2.4) but still parsed, as clients send it.
 _ABSOLUTE = re.compile(rf"[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#\[\]]*@)?{_HOST_PART}"
                        rf"(?::[0-9]*)?(?:[/?][^#]*)?")
+_FRAMING_FIELDS = frozenset(("host", "content-length", "transfer-encoding", "connection",
+                             "expect", "upgrade"))
+# Host values seen valid: clients send the same few again and again.
+_good_hosts: set = set()
+
+
+def _good_host(value: str) -> bool:
+    if not _HOST.fullmatch(value):
+        return False
+    if len(_good_hosts) < 1024:
+        _good_hosts.add(value)
+    return True
+
+
 _FORBIDDEN_TRAILERS = frozenset(("content-length", "transfer-encoding", "host"))
 
 
@@ -154,10 +167,11 @@ class RequestParser:
 
     def _parse_head(self, head: str) -> Request:
         limits = self.limits
-        # Fast path: printable ASCII/latin-1 with only CRLF line ends cannot
-        # hold a control character or a bare CR or LF; only others are searched.
-        if not head.replace("\r\n", " ").isprintable() and _BAD_HEAD.search(head):
-            raise ProtocolError(400, "control character, bare CR or bare LF in the head")
+        # Control characters cannot pass the request-line and field-line
+        # patterns; a CR or LF outside a CRLF is all that is left to catch.
+        crlf = head.count("\r\n")
+        if head.count("\r") != crlf or head.count("\n") != crlf:
+            raise ProtocolError(400, "bare CR or bare LF in the head")
         line_end = head.find("\r\n")
         if line_end > limits.request_line:
             raise ProtocolError(414, "request line too long")
@@ -167,7 +181,8 @@ class RequestParser:
         method, target, major, minor = match.groups()
         if major != "1":
             raise ProtocolError(505, f"HTTP/{major}.{minor} is not supported")
-        _check_target_form(method, target)
+        if target[0] != "/" or method == "CONNECT":
+            _check_target_form(method, target)
         block = head[line_end + 2:]
         headers = _FIELD_LINE.findall(block)
         lines = block.count("\r\n")
@@ -177,8 +192,10 @@ class RequestParser:
                 max(map(len, block.split("\r\n"))) > limits.header_size:
             raise ProtocolError(431, "header field too large")
         if len(headers) != lines:
-            # Some line is not `token ":" value`: find which, to say why.
+            # Some line is not `token ":" value` with a clean value: say which.
             for line in block.split("\r\n")[:-1]:
+                if _CTL.search(line):
+                    raise ProtocolError(400, "control character in a header field")
                 _parse_field(line)
             raise ProtocolError(400, "invalid header field line")
         # RFC 9110 2.5: a higher 1.x minor version is processed as 1.1.
@@ -186,32 +203,36 @@ class RequestParser:
 
     def _frame(self, request: Request) -> None:
         """Decide how the body is delimited (RFC 9112 6.3) and the connection's fate."""
-        lengths = []
+        lengths: List[str] = []
         codings: List[str] = []
-        connection: List[str] = []
+        connection = ""
         hosts = 0
         for name, value in request.headers:
             lower = name.lower()
+            if lower not in _FRAMING_FIELDS:
+                continue
             if lower == "host":
                 hosts += 1
-                if hosts > 1 or not _HOST.fullmatch(value):
+                if hosts > 1 or (value not in _good_hosts and not _good_host(value)):
                     raise ProtocolError(400, "repeated or malformed Host")
             elif lower == "content-length":
                 lengths.append(value)
             elif lower == "transfer-encoding":
                 codings += [c.strip().lower() for c in value.split(",")]
             elif lower == "connection":
-                connection += [c.strip().lower() for c in value.split(",")]
+                connection += "," + value.lower()
             elif lower == "expect":
                 if value.lower() != "100-continue":
                     raise ProtocolError(417, "only 'Expect: 100-continue' is supported")
                 request.expect_continue = request.version == "HTTP/1.1"
-            elif lower == "upgrade":
+            else:   # upgrade
                 request.upgrade = True
-        if "close" in connection:
-            request.keep_alive = False
-        elif "keep-alive" in connection:
-            request.keep_alive = True
+        if connection:
+            tokens = [c.strip() for c in connection.split(",")]
+            if "close" in tokens:
+                request.keep_alive = False
+            elif "keep-alive" in tokens:
+                request.keep_alive = True
         if codings:
             if lengths:
                 raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
