@@ -92,7 +92,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if kind == "idle" and not name.startswith("prefork"):
                     continue
                 port = free_port()
-                proc = start([a.format(port=port) for a in template], port, env=env, cwd=str(HERE))
+                argv = [a.format(port=port) for a in template]
+                if kind == "idle":
+                    argv += ["--keepalive", "120"]   # the idle clients must stay connected
+                proc = start(argv, port, env=env, cwd=str(HERE))
                 idle = open_idle_connections(port, IDLE) if kind == "idle" else []
                 try:
                     results.setdefault((mode, name), []).append(

@@ -13,8 +13,8 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import __version__, config as config_mod, log, sockets, target
-from .errors import EXIT_OK, PreforkError, TargetError
+from . import __version__, commands as steering, config as config_mod, log, sockets, target
+from .errors import EXIT_OK, ConfigError, PreforkError, TargetError
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(serve)
     check = commands.add_parser("check", help="load the config and import the target, then exit")
     _add_setting_flags(check)
+    reload = commands.add_parser("reload", help="start a new generation (like HUP)")
+    steering.add_target_flags(reload)
+    stop = commands.add_parser("stop", help="stop gracefully (TERM), or --fast (QUIT)")
+    steering.add_target_flags(stop)
+    stop.add_argument("--fast", action="store_true", help="workers exit at once")
+    stop.add_argument("--wait", type=float, default=steering.STOP_WAIT, metavar="S",
+                      help="seconds to wait for the master to exit (default: %(default)s)")
+    stop.add_argument("--no-wait", action="store_true", help="return once the stop is asked")
+    status = commands.add_parser("status", help="show the pool: PID, generation, activity, "
+                                                "age, requests, RSS")
+    steering.add_target_flags(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    scale = commands.add_parser("scale", help="set the pool size: N, +N or -N")
+    steering.add_target_flags(scale)
+    scale.add_argument("workers", metavar="N|+N|-N")
     return parser
 
 
@@ -66,13 +81,58 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .supervisor.master import Master   # keeps `prefork check` light
+    # Imported here, so that `prefork check` and the steering commands stay light.
+    from .supervisor import daemon, privileges
+    from .supervisor.master import Master
+    from .supervisor.pidfile import PidFile
 
-    config = _load(args)
+    config = _prepare(_load(args))
+    identity = privileges.resolve(config.user, config.group)
     log.configure(config.error_log, config.log_level)
-    master = Master(config, lambda: _load(args))
+    pidfile = PidFile(config.pidfile) if config.pidfile else None
+    if pidfile is not None:
+        pidfile.acquire()       # before binding: a running twin is the clearer error
+    master = Master(config, lambda: _prepare(_load(args), chdir=False), pidfile, identity)
     master.bind()
-    return master.run()
+    _touch_access_log(config.access_log)
+    if identity is not None:
+        privileges.hand_over([config.error_log, config.access_log], identity)
+    readiness = daemon.NOT_DAEMON
+    if config.daemon:
+        if config.error_log == "-":
+            print("prefork: warning: --daemon with --error-log '-': log lines go to "
+                  "/dev/null; give --error-log FILE", file=sys.stderr)
+        readiness = daemon.detach(master.fds_to_preserve(),
+                                  stderr_is_log=config.error_log != "-")
+    if pidfile is not None:
+        pidfile.write(os.getpid())
+    return master.run(readiness)
+
+
+def _touch_access_log(path: str) -> None:
+    """Create the access log now, as the master's user: a bad path is a start-up error."""
+    if not path or path == "-":
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
+    except OSError as exc:
+        raise ConfigError(f"key 'access_log': cannot open {path}: {exc.strerror}") from None
+
+
+def _prepare(config: config_mod.Config, chdir: bool = True) -> config_mod.Config:
+    """Apply chdir and umask, and make file paths absolute (a daemon changes directory)."""
+    if chdir and config.chdir:
+        os.chdir(config.chdir)
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+    if config.umask:
+        os.umask(int(config.umask, 8))
+    paths = {}
+    for key in ("error_log", "access_log", "pidfile", "control_socket"):
+        value = getattr(config, key)
+        if value and value != "-":
+            paths[key] = os.path.abspath(value)
+    return config.replace(**paths)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -98,7 +158,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        return {"serve": serve, "check": check}[args.command](args)
+        return {"serve": serve, "check": check, "reload": steering.reload,
+                "stop": steering.stop, "status": steering.status,
+                "scale": steering.scale}[args.command](args)
     except PreforkError as exc:
         print(f"prefork: error: {exc}", file=sys.stderr)
         return exc.status

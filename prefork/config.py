@@ -12,11 +12,13 @@ the key and where it came from and maps to exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import math
 import os
+import pwd
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -28,11 +30,45 @@ from .errors import ConfigError
 
 def setting(default: Any, help: str, *, flag: str = "", choices: Tuple[str, ...] = (),
             minimum: Optional[float] = None, maximum: Optional[float] = None,
-            metavar: str = "") -> Any:
-    """Declare one setting: a dataclass field whose metadata drives CLI and checks."""
+            metavar: str = "", check: Optional[Callable[[Any], str]] = None) -> Any:
+    """Declare one setting: a dataclass field whose metadata drives CLI and checks.
+
+    ``check(value)`` returns an error message, or "" when the value is fine.
+    """
     meta = {"help": help, "flag": flag, "choices": choices, "minimum": minimum,
-            "maximum": maximum, "metavar": metavar}
+            "maximum": maximum, "metavar": metavar, "check": check}
     return field(default=default, metadata=meta)
+
+
+def _octal(value: str) -> str:
+    if value and not (value.isascii() and all(c in "01234567" for c in value)
+                      and int(value, 8) <= 0o777):
+        return "expected an octal mode such as 022"
+    return ""
+
+
+def _user(value: str) -> str:
+    if value and not value.isdigit():
+        try:
+            pwd.getpwnam(value)
+        except KeyError:
+            return f"no such user {value!r}"
+    return ""
+
+
+def _group(value: str) -> str:
+    if value and not value.isdigit():
+        try:
+            grp.getgrnam(value)
+        except KeyError:
+            return f"no such group {value!r}"
+    return ""
+
+
+def _directory(value: str) -> str:
+    if value and not os.path.isdir(value):
+        return f"no such directory {value!r}"
+    return ""
 
 
 CPU_COUNT = os.cpu_count() or 1
@@ -124,6 +160,29 @@ class Config:
     access_log_format: str = setting(
         "combined", "HTTP: access log lines in Apache combined format or as JSON.",
         choices=("combined", "json"))
+    daemon: bool = setting(
+        False, "Detach into the background (python-daemon). The command returns "
+        "once the workers are ready, or fails with the error and its exit status.")
+    pidfile: str = setting(
+        "", "Write the master's PID here, locked for the master's life: a second "
+        "start is refused, a stale file is replaced, a clean stop removes it.",
+        metavar="PATH")
+    control_socket: str = setting(
+        "", "A unix socket (mode 0600) where the master answers `prefork status`, "
+        "`reload`, `stop` and `scale`, one JSON request and reply per line.",
+        metavar="PATH")
+    user: str = setting(
+        "", "Run workers as this user (name or uid), after binding as root.",
+        metavar="USER", check=_user)
+    group: str = setting(
+        "", "Run workers with this group (name or gid); default: the user's group.",
+        metavar="GROUP", check=_group)
+    umask: str = setting(
+        "", "File mode creation mask for the master and workers, in octal (e.g. "
+        "022); '' leaves it as inherited.", metavar="MODE", check=_octal)
+    chdir: str = setting(
+        "", "Change to this directory before loading the target (it is then "
+        "importable from there).", metavar="DIR", check=_directory)
     error_log: str = setting(
         "-", "Where log lines go: a file path, or '-' for standard error. "
         "USR1 reopens it.", metavar="PATH")
@@ -173,6 +232,9 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{where}: {value!r} is below the minimum {meta['minimum']}")
     if meta["maximum"] is not None and value > meta["maximum"]:
         raise ConfigError(f"{where}: {value!r} is above the maximum {meta['maximum']}")
+    problem = meta["check"](value) if meta["check"] else ""
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     return value
 
 

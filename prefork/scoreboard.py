@@ -101,15 +101,18 @@ class WorkerSlot:
         _LONG.pack_into(self._mm, self._offset + _STATE_AT, state)
 
     def request_started(self, now: float) -> None:
+        """``request_start`` is when the worker last went from idle to busy."""
+        start = now if not self.connections else self._start()
         self.connections += 1
         _COUNTS.pack_into(self._mm, self._offset + _REQUESTS_AT, self.requests,
-                          self.connections, now)
+                          self.connections, start)
 
-    def request_finished(self) -> None:
+    def request_finished(self, now: float) -> None:
+        """``request_start`` then means "idle since" until the next request starts."""
         self.connections -= 1
         self.requests += 1
         # The start time stays while other requests are in flight (thread worker).
-        start = 0.0 if not self.connections else self._start()
+        start = now if not self.connections else self._start()
         _COUNTS.pack_into(self._mm, self._offset + _REQUESTS_AT, self.requests,
                           self.connections, start)
 

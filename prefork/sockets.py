@@ -8,6 +8,7 @@ turns it into a :class:`Listener`: a non-blocking listening socket with
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class Listener:
 
     @property
     def name(self) -> str:
+        if not isinstance(self.address, tuple):
+            return f"unix:{self.address}"
         host, port = self.address[:2]
         return f"[{host}]:{port}" if self.spec.family == socket.AF_INET6 else f"{host}:{port}"
 
@@ -95,6 +98,7 @@ def bind(spec: BindSpec, backlog: int) -> Listener:
         sock.bind(sockaddr)
         sock.listen(backlog)
         sock.setblocking(False)
+        set_nodelay(sock)
     except OSError as exc:
         sock.close()
         reason = {errno.EADDRINUSE: "address already in use",
@@ -122,6 +126,43 @@ def accept_queue_length(sock: socket.socket) -> Optional[int]:
     if len(info) < _TCP_INFO_UNACKED + 4:
         return None
     return struct.unpack_from("=I", info, _TCP_INFO_UNACKED)[0]
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    """TCP_NODELAY: a response leaves when written, not after a delayed ACK (~40 ms).
+
+    Set on a listener, Linux passes it on to every accepted connection, which
+    saves a syscall per connection.
+    """
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+SD_LISTEN_FDS_START = 3
+
+
+def from_systemd() -> List[Listener]:
+    """Listening sockets passed by systemd socket activation (LISTEN_FDS), if any.
+
+    The variables are removed from the environment, so that no child (and
+    no re-executed master) mistakes them for its own.
+    """
+    pid, count = os.environ.pop("LISTEN_PID", ""), os.environ.pop("LISTEN_FDS", "")
+    names = os.environ.pop("LISTEN_FDNAMES", "")
+    if pid != str(os.getpid()) or not count.isdigit():
+        return []
+    labels = names.split(":") if names else []
+    found = []
+    for i in range(int(count)):
+        fd = SD_LISTEN_FDS_START + i
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        set_nodelay(sock)
+        address = sock.getsockname()
+        host, port = (address[0], address[1]) if isinstance(address, tuple) else (address, 0)
+        label = labels[i] if i < len(labels) else f"fd://{fd}"
+        found.append(Listener(BindSpec(label, sock.family, str(host), port), sock))
+    return found
 
 
 class ListenerSet:
@@ -156,6 +197,12 @@ class ListenerSet:
             raise
         self.fresh = fresh
         return [self._by_spec[s] for s in specs]
+
+    def adopt(self, listeners: Sequence[Listener]) -> None:
+        """Take over sockets made elsewhere (socket activation)."""
+        for listener in listeners:
+            self._by_spec[listener.spec] = listener
+        self.fresh = list(listeners)
 
     def all(self) -> List[Listener]:
         return list(self._by_spec.values())

@@ -21,7 +21,7 @@ import socketserver
 import time
 from typing import Any, Set, Type
 
-from ..worker.loop import set_nodelay
+from ..sockets import set_nodelay
 
 logger = logging.getLogger("prefork")
 

@@ -16,7 +16,6 @@ import socket
 import time
 from typing import Any, Callable, Dict, IO, Optional
 
-from ..worker.loop import set_nodelay
 from .http.connection import HttpConnection
 from .http.environ import base_environ, build_environ
 from .http.exchange import Exchange, FileWrapper
@@ -103,8 +102,7 @@ class WSGIServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
 
     def accepted(self, conn: socket.socket, address: Any, loop: Any) -> None:
-        conn.setblocking(False)
-        set_nodelay(conn)
+        conn.setblocking(False)      # TCP_NODELAY comes from the listener
         HttpConnection(conn, address, self, loop)
 
     def environ(self, request: Request, body: IO[bytes], length: int,

@@ -20,8 +20,8 @@ from typing import Dict, List, Optional
 
 from ..errors import EXIT_OK, EXIT_TARGET
 from .events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify, RecycleWanted,
-                     Reload, ReloadFailed, ReopenLogs, Signal, Spawn, Spawned, SpawnFailed,
-                     Start, Tick, WorkerReady)
+                     Reload, ReloadFailed, ReopenLogs, Scale, Signal, Spawn, Spawned,
+                     SpawnFailed, Start, Tick, WorkerReady)
 
 RUNNING, STOPPING = "running", "stopping"
 ABORT_GRACE = 2.0       # seconds faulthandler gets to dump a traceback before KILL
@@ -209,6 +209,12 @@ class Arbiter:
         if sig == signal.SIGUSR1:
             return [ReopenLogs()] + [Kill(pid, signal.SIGUSR1) for pid in self.workers]
         return []
+
+    def _on_Scale(self, event: Scale, now: float) -> List[object]:
+        if self.phase == STOPPING:
+            return []
+        self.target = max(1, min(event.workers, self.capacity // 2))
+        return [Log("info", f"scale: pool size {self.target}")]
 
     def _on_Reload(self, event: Reload, now: float) -> List[object]:
         if self.phase == STOPPING:

@@ -35,6 +35,13 @@ class Reload:
 
 
 @dataclass(frozen=True)
+class Scale:
+    """Set the pool size (prefork scale N, or +N / -N resolved by the shell)."""
+
+    workers: int
+
+
+@dataclass(frozen=True)
 class ReloadFailed:
     """HUP, but the new config (or its listeners) could not be loaded."""
 

@@ -27,11 +27,14 @@ from ..reports import READY, RECYCLE, ReportPipe
 from ..scoreboard import Scoreboard
 from ..sigpipe import SignalPipe
 from ..worker.process import WorkerContext, run_worker
-from . import systemd
+from . import privileges, status, systemd
 from .arbiter import Arbiter
+from .control import ControlServer
+from .daemon import NOT_DAEMON, Readiness
 from .events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify, RecycleWanted,
-                     Reload, ReloadFailed, ReopenLogs, Signal, Spawn, Spawned, SpawnFailed,
-                     Start, Tick, WorkerReady)
+                     Reload, ReloadFailed, ReopenLogs, Scale, Signal, Spawn, Spawned,
+                     SpawnFailed, Start, Tick, WorkerReady)
+from .pidfile import PidFile
 
 logger = logging.getLogger("prefork")
 
@@ -56,12 +59,22 @@ class Generation:
 class Master:
     """Supervise a pool for ``config``; ``reload_config`` re-reads it on HUP."""
 
-    def __init__(self, config: Config, reload_config: Callable[[], Config]) -> None:
+    def __init__(self, config: Config, reload_config: Callable[[], Config],
+                 pidfile: Optional[PidFile] = None,
+                 identity: Optional[privileges.Identity] = None) -> None:
         self.config = config
         self.reload_config = reload_config
+        self.pidfile = pidfile
+        self.identity = identity
         self.listeners = sockets.ListenerSet(config.backlog)
         self.generations: Dict[int, Generation] = {}
+        self.control: Optional[ControlServer] = None
+        self.activated: List[sockets.Listener] = []
+        self.readiness: Readiness = NOT_DAEMON
         self._pending: Optional[Generation] = None
+        self._queued: List[object] = []       # events from control requests
+        self._ready = False
+        self._last_error = ""
         self.arbiter = Arbiter(config.workers, capacity=SCOREBOARD_SLOTS,
                                timeout=config.timeout,
                                graceful_timeout=config.graceful_timeout)
@@ -69,40 +82,75 @@ class Master:
     def bind(self) -> None:
         """Parse the target and bind every listener: before any fork, so errors exit early."""
         spec = target.parse(self.config.target)
-        bound = self.listeners.acquire(sockets.parse_all(self.config.bind))
+        self.activated = sockets.from_systemd()
+        if self.activated:
+            logger.info("using %d listening socket(s) from systemd (LISTEN_FDS); 'bind' "
+                        "is not used", len(self.activated))
+            self.listeners.adopt(self.activated)
+            bound = list(self.activated)
+        else:
+            bound = self.listeners.acquire(sockets.parse_all(self.config.bind))
         self._log_fresh_listeners()
         self.generations[1] = Generation(self.config, spec, bound)
+        if self.config.control_socket:
+            self.control = ControlServer(self.config.control_socket, self._respond)
+
+    def fds_to_preserve(self) -> List[int]:
+        """What a daemon must keep open: listeners, the pidfile lock, the control socket."""
+        fds = [l.sock.fileno() for l in self.listeners.all()]
+        if self.pidfile is not None and self.pidfile.fd is not None:
+            fds.append(self.pidfile.fd)
+        if self.control is not None:
+            fds.append(self.control.fileno())
+        return fds
 
     def _log_fresh_listeners(self) -> None:
         for listener in self.listeners.fresh:
             logger.info("listening at %s", listener.name)
 
-    def run(self) -> int:
-        """Serve until told to stop; returns the exit status."""
+    def run(self, readiness: Readiness = NOT_DAEMON) -> int:
+        """Serve until told to stop; returns the exit status.
+
+        ``readiness`` is told once the first generation is ready, or why
+        start-up failed (the --daemon launcher waits for that).
+        """
+        self.readiness = readiness
         setproctitle(f"prefork: master [{self.config.target}]")
         self.scoreboard = Scoreboard(SCOREBOARD_SLOTS)
         self.reports = ReportPipe()
         self.alive_r, self.alive_w = os.pipe()
         self.signals = SignalPipe(MASTER_SIGNALS)
+        status = 1
         try:
             status = self._feed(Start())
             while status is None:
                 status = self._turn()
             return status
         finally:
+            if not self._ready:
+                self.readiness.fail(status, self._last_error or "the master stopped before "
+                                    "its workers were ready")
             self.listeners.close_all()
             self.signals.close()
             self.reports.close()
             os.close(self.alive_r)
             os.close(self.alive_w)
+            if self.control is not None:
+                self.control.close()
+            if self.pidfile is not None:
+                self.pidfile.remove()
 
     # -- one turn of the loop ---------------------------------------------------
 
     def _turn(self) -> Optional[int]:
         deadline = self.arbiter.next_deadline()
         timeout = TICK if deadline is None else min(TICK, max(0.0, deadline - time.monotonic()))
-        select.select([self.signals, self.reports], [], [], timeout)
-        events: List[object] = []
+        waiting = [self.signals, self.reports] + ([self.control] if self.control else [])
+        readable, _, _ = select.select(waiting, [], [], timeout)
+        if self.control is not None and self.control in readable:
+            self.control.handle_one()
+        events: List[object] = self._queued
+        self._queued = []
         for sig in self.signals.read():
             if sig == signal.SIGHUP:
                 events.append(self._load_for_reload())
@@ -133,7 +181,11 @@ class Master:
         try:
             config = self.reload_config()
             spec = target.parse(config.target)
-            bound = self.listeners.acquire(sockets.parse_all(config.bind))
+            if self.activated:    # systemd's sockets stay; 'bind' does not apply
+                bound = list(self.activated)
+                self.listeners.fresh = []
+            else:
+                bound = self.listeners.acquire(sockets.parse_all(config.bind))
             log.configure(config.error_log, config.log_level)
         except PreforkError as exc:
             return ReloadFailed(str(exc))
@@ -170,8 +222,10 @@ class Master:
                     pass   # already gone; its exit is reaped on the next turn
             elif isinstance(action, Log):
                 logger.log(logging.getLevelName(action.level.upper()), "%s", action.text)
+                if action.level == "error":
+                    self._last_error = action.text
             elif isinstance(action, Notify):
-                systemd.notify(action.text)
+                self._notify(action.text)
             elif isinstance(action, ReopenLogs):
                 log.reopen(self._current().config.error_log)
             elif isinstance(action, CloseListeners):
@@ -182,6 +236,42 @@ class Master:
                 return status
         self._prune()
         return None
+
+    def _notify(self, text: str) -> None:
+        if text == "READY=1":
+            a = self.arbiter
+            text += (f"\nSTATUS=serving with {a.target} workers (generation {a.generation})")
+            if not self._ready:
+                self._ready = True
+                self.readiness.ok()
+        systemd.notify(text)
+
+    # -- the control socket ---------------------------------------------------
+
+    def _respond(self, message: Dict[str, object]) -> Dict[str, object]:
+        """Answer one control request; state changes go through the arbiter as events."""
+        command = message.get("cmd")
+        if command == "status":
+            return {"ok": True, **status.snapshot(self.arbiter, self.scoreboard,
+                                                  self.config.target)}
+        if command == "reload":
+            event = self._load_for_reload()
+            self._queued.append(event)
+            if isinstance(event, ReloadFailed):
+                return {"ok": False, "error": f"reload failed: {event.reason}"}
+            return {"ok": True, "pid": os.getpid()}
+        if command == "stop":
+            self._queued.append(Signal(signal.SIGQUIT if message.get("fast") else signal.SIGTERM))
+            return {"ok": True, "pid": os.getpid()}
+        if command == "scale":
+            workers = message.get("workers")
+            if not isinstance(workers, int) or isinstance(workers, bool):
+                return {"ok": False, "error": "scale needs an integer 'workers'"}
+            if message.get("relative"):
+                workers += self.arbiter.target
+            self._queued.append(Scale(workers))
+            return {"ok": True, "pid": os.getpid(), "workers": max(1, workers)}
+        return {"ok": False, "error": f"unknown command {command!r}"}
 
     def _spawn(self, action: Spawn) -> Optional[int]:
         generation = self.generations[action.generation]
@@ -211,15 +301,24 @@ class Master:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(self.alive_w)
             self.reports.close_read_end_in_child()
+            if self.control is not None:
+                self.control.close_in_child()
+            if self.pidfile is not None:
+                self.pidfile.release()
+            self.readiness.close_in_child()
             own = {id(l) for l in generation.listeners}
             for listener in self.listeners.all():
                 if id(listener) not in own:
                     listener.close()
             self.scoreboard.set_pid(action.slot, os.getpid())
+            if self.identity is not None:
+                privileges.drop(self.identity)
             ctx = WorkerContext(generation.config, generation.target, action.generation,
                                 action.slot, generation.listeners, self.scoreboard,
                                 self.reports, self.alive_r)
         except BaseException:
+            logger.exception("worker setup failed")
+            log.flush()
             os._exit(1)
         run_worker(ctx)
 

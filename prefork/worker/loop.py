@@ -23,7 +23,6 @@ import logging
 import os
 import selectors
 import signal
-import socket
 import time
 from typing import Any, Callable, List, Optional, Set
 
@@ -115,7 +114,7 @@ class ServeLoop:
 
     def _job_done(self, on_done: Optional[Callable[[], None]], counts: bool) -> None:
         if counts:
-            self.slot.request_finished()
+            self.slot.request_finished(time.monotonic())
             self.on_request_done()
         if on_done is not None:
             on_done()
@@ -215,9 +214,3 @@ class ServeLoop:
     def _on_master_gone(self) -> None:
         self.selector.unregister(self.alive_fd)
         self.stop("the master is gone")
-
-
-def set_nodelay(conn: socket.socket) -> None:
-    """Disable Nagle on TCP connections: responses leave when written, not 40 ms later."""
-    if conn.family in (socket.AF_INET, socket.AF_INET6):
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

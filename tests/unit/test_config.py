@@ -159,9 +159,14 @@ def parse(*argv):
 @pytest.mark.parametrize("name", [n for n in config.FIELDS if n != "target"])
 def test_every_setting_is_a_flag(name):
     kind = config.field_type(name)
+    flag = "--" + name.replace("_", "-")
+    if kind is bool:
+        assert parse("app:h", flag).__dict__[name] is True
+        assert parse("app:h", "--no-" + flag[2:]).__dict__[name] is False
+        return
     choices = config.FIELDS[name].metadata["choices"]
     value = choices[-1] if choices else SAMPLE[kind]
-    args = parse("app:h", "--" + name.replace("_", "-"), value)
+    args = parse("app:h", flag, value)
     expected = [value] if kind is tuple else kind(value)
     assert getattr(args, name) == expected
 

@@ -55,20 +55,21 @@ def test_request_counters(board):
     assert (view.requests, view.connections, view.request_start) == (0, 1, 20.0)
     slot.request_started(21.0)
     assert board.read(0).connections == 2
-    slot.request_finished()
+    slot.request_finished(22.0)
     view = board.read(0)
     assert (view.requests, view.connections) == (1, 1)
-    assert view.request_start != 0.0             # a request is still in progress
-    slot.request_finished()
+    assert view.request_start == 20.0            # a request is still in progress
+    slot.request_finished(23.0)
     view = board.read(0)
-    assert (view.requests, view.connections, view.request_start) == (2, 0, 0.0)
+    # Idle now: request_start holds when the worker became idle.
+    assert (view.requests, view.connections, view.request_start) == (2, 0, 23.0)
 
 
 def test_release_frees_the_slot(board):
     board.claim(1, 11, 2, 3.0)
     slot = board.slot(1)
     slot.request_started(4.0)
-    slot.request_finished()
+    slot.request_finished(5.0)
     board.release(1)
     assert board.read(1) == SlotView(1, 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0)
     assert list(board) == []
@@ -79,12 +80,12 @@ def test_a_reclaimed_slot_starts_from_zero(board):
     old = board.slot(1)
     for _ in range(5):
         old.request_started(4.0)
-        old.request_finished()
+        old.request_finished(5.0)
     board.claim(1, 12, 2, 9.0)
     assert board.read(1) == SlotView(1, 12, 2, BOOTING, 0, 0, 9.0, 9.0, 0.0)
     new = board.slot(1)
     new.request_started(10.0)
-    new.request_finished()
+    new.request_finished(11.0)
     assert board.read(1).requests == 1
 
 

@@ -1,0 +1,187 @@
+"""``prefork reload | stop | status | scale``: steering a running master.
+
+Each reaches the master through its control socket when one is known (full
+answers: the pool table, a reload's config error), or else through its
+pidfile and a signal.  Where to find them: ``--control-socket``,
+``--pidfile``, or the same keys in the ``-c`` config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import config as config_mod
+from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, PreforkError
+from .supervisor import control, pidfile
+
+STOP_WAIT = 60.0
+
+
+def add_target_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="the TOML config file the master was started with")
+    parser.add_argument("--pidfile", metavar="PATH", help="the master's pidfile")
+    parser.add_argument("--control-socket", metavar="PATH", help="the master's control socket")
+
+
+def locate(args: argparse.Namespace) -> Tuple[str, str]:
+    """(control socket, pidfile) from the flags, else from the config file."""
+    sock, pid = args.control_socket or "", args.pidfile or ""
+    if args.config and not (sock or pid):
+        values = config_mod.read_toml(args.config)
+        for key in values:
+            if key not in config_mod.FIELDS:
+                raise ConfigError(f"{args.config}: unknown key '{key}'")
+        sock, pid = str(values.get("control_socket", "")), str(values.get("pidfile", ""))
+    if not (sock or pid):
+        raise ConfigError("say where the master is: --control-socket PATH, --pidfile PATH, "
+                          "or -c FILE naming one of them")
+    return sock, pid
+
+
+def _ask(sock: str, message: Dict[str, Any]) -> Dict[str, Any]:
+    reply = control.request(sock, message)
+    if not reply.get("ok"):
+        raise PreforkError(str(reply.get("error", "the master refused")))
+    return reply
+
+
+def _signal(pid_path: str, sig: int, times: int = 1) -> int:
+    pid = pidfile.read_pid(pid_path)
+    for _ in range(times):
+        os.kill(pid, sig)
+    return pid
+
+
+def reload(args: argparse.Namespace) -> int:
+    sock, pid_path = locate(args)
+    if sock:
+        pid = _ask(sock, {"cmd": "reload"})["pid"]
+    else:
+        pid = _signal(pid_path, signal.SIGHUP)
+    print(f"reloading: master {pid} is starting a new generation")
+    return EXIT_OK
+
+
+def stop(args: argparse.Namespace) -> int:
+    sock, pid_path = locate(args)
+    if sock:
+        pid = _ask(sock, {"cmd": "stop", "fast": args.fast})["pid"]
+    else:
+        pid = _signal(pid_path, signal.SIGQUIT if args.fast else signal.SIGTERM)
+    if args.no_wait:
+        print(f"stopping master {pid}")
+        return EXIT_OK
+    deadline = time.monotonic() + args.wait
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            print(f"prefork: error: master {pid} still running after {args.wait:.0f} s")
+            return EXIT_FAILURE
+        time.sleep(0.05)
+    print(f"stopped master {pid}")
+    return EXIT_OK
+
+
+def scale(args: argparse.Namespace) -> int:
+    text = args.workers
+    relative = text[:1] in "+-"
+    if not text.lstrip("+-").isdigit():
+        raise ConfigError(f"scale: expected N, +N or -N, got {text!r}")
+    number = int(text)
+    sock, pid_path = locate(args)
+    if sock:
+        reply = _ask(sock, {"cmd": "scale", "workers": number, "relative": relative})
+        print(f"scaling master {reply['pid']} to {reply['workers']} workers")
+        return EXIT_OK
+    if not relative:
+        raise ConfigError("scale N needs the control socket; with only a pidfile use +N or -N")
+    sig = signal.SIGTTIN if number > 0 else signal.SIGTTOU
+    pid = _signal(pid_path, sig, abs(number))
+    print(f"sent {abs(number)} x {signal.Signals(sig).name} to master {pid}")
+    return EXIT_OK
+
+
+def status(args: argparse.Namespace) -> int:
+    sock, pid_path = locate(args)
+    if sock:
+        report = _ask(sock, {"cmd": "status"})
+    else:
+        report = _status_from_proc(pidfile.read_pid(pid_path))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_status(report))
+    return EXIT_OK
+
+
+def format_status(report: Dict[str, Any]) -> str:
+    lines = [f"master {report['pid']}  {report.get('target', '')}  generation "
+             f"{report.get('generation', '?')}  {report.get('phase', '')}"
+             f"{'  reloading' if report.get('reloading') else ''}  "
+             f"workers {len(report['workers'])}/{report.get('workers_wanted', '?')}"]
+    header = ("PID", "GEN", "STATE", "ACTIVITY", "AGE", "REQUESTS", "RSS")
+    rows: List[Tuple[str, ...]] = [header]
+    for w in report["workers"]:
+        activity = "-" if w.get("busy") is None else \
+            f"{'busy' if w['busy'] else 'idle'} {_duration(w['for'])}"
+        requests = "-" if w.get("requests") is None else str(w["requests"])
+        rows.append((str(w["pid"]), str(w["generation"]), w["state"], activity,
+                     _duration(w["age"]), requests, _size(w["rss"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+              for row in rows]
+    return "\n".join(lines)
+
+
+def _status_from_proc(pid: int) -> Dict[str, Any]:
+    """What /proc tells without the control socket: no request counts, no activity."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    workers = []
+    for child in map(int, children):
+        try:
+            title = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            started = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        except (OSError, IndexError, ValueError):
+            continue
+        generation = title.rsplit(" gen ", 1)[-1].strip() if " gen " in title else "?"
+        workers.append({"pid": child, "generation": generation, "state": "running",
+                        "busy": None, "for": 0.0, "age": uptime - started / ticks,
+                        "requests": None, "rss": _rss(child)})
+    return {"pid": pid, "workers": workers, "note": "from /proc: use --control-socket "
+                                                    "for activity and request counts"}
+
+
+def _rss(pid: int) -> int:
+    from .supervisor.status import rss_bytes
+    return rss_bytes(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _size(size: int) -> str:
+    return f"{size / 1048576:.1f}M" if size else "-"

@@ -1,0 +1,43 @@
+"""The pool as data: what ``prefork status`` shows, read from the arbiter and the scoreboard."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict
+
+from ..scoreboard import STATE_NAMES, Scoreboard
+from .arbiter import Arbiter
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` from /proc, 0 if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str) -> Dict[str, Any]:
+    now = time.monotonic()
+    workers = []
+    for w in sorted(arbiter.workers.values(), key=lambda w: (w.generation, w.pid)):
+        view = scoreboard.read(w.slot)
+        state = STATE_NAMES.get(view.state, "?")
+        if w.retiring:
+            state = "retiring"
+        busy = view.connections > 0
+        since = view.request_start or view.booted   # idle since boot if it never served
+        workers.append({
+            "pid": w.pid, "generation": w.generation, "state": state,
+            "busy": busy, "for": round(max(0.0, now - since), 3) if view.pid else 0.0,
+            "age": round(now - w.started, 3), "requests": view.requests,
+            "connections": view.connections, "rss": rss_bytes(w.pid),
+        })
+    return {"pid": os.getpid(), "target": target, "generation": arbiter.generation,
+            "workers_wanted": arbiter.target, "phase": arbiter.phase,
+            "reloading": arbiter.reloading and bool(arbiter.stable),
+            "rss": rss_bytes(os.getpid()), "workers": workers}
