@@ -92,16 +92,21 @@ def serve(args: argparse.Namespace) -> int:
     pidfile = PidFile(config.pidfile) if config.pidfile else None
     if pidfile is not None:
         pidfile.acquire()       # before binding: a running twin is the clearer error
-    master = Master(config, lambda: _prepare(_load(args), chdir=False), pidfile, identity)
-    master.bind()
-    _touch_access_log(config.access_log)
-    if identity is not None:
-        privileges.hand_over([config.error_log, config.access_log], identity)
+    try:
+        master = Master(config, lambda: _prepare(_load(args), chdir=False), pidfile, identity)
+        master.bind()
+        _touch_access_log(config.access_log)
+        if identity is not None:
+            privileges.hand_over([config.error_log, config.access_log], identity)
+    except BaseException:
+        if pidfile is not None:
+            pidfile.remove()    # we made it (or took it over stale): a failed start leaves none
+        raise
     readiness = daemon.NOT_DAEMON
     if config.daemon:
         if config.error_log == "-":
-            print("prefork: warning: --daemon with --error-log '-': log lines go to "
-                  "/dev/null; give --error-log FILE", file=sys.stderr)
+            log.console("prefork: warning: --daemon with --error-log '-': log lines go to "
+                        "/dev/null; give --error-log FILE")
         readiness = daemon.detach(master.fds_to_preserve(),
                                   stderr_is_log=config.error_log != "-")
     if pidfile is not None:
@@ -162,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "stop": steering.stop, "status": steering.status,
                 "scale": steering.scale}[args.command](args)
     except PreforkError as exc:
-        print(f"prefork: error: {exc}", file=sys.stderr)
+        log.console(f"prefork: error: {exc}")
         return exc.status
     except KeyboardInterrupt:
         return EXIT_OK

@@ -53,10 +53,27 @@ def _ask(sock: str, message: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _signal(pid_path: str, sig: int, times: int = 1) -> int:
+    """Send ``sig`` ``times`` times, each once the last was taken: pending signals merge."""
     pid = pidfile.read_pid(pid_path)
-    for _ in range(times):
+    for n in range(times):
+        if n:
+            _wait_delivered(pid, sig)
         os.kill(pid, sig)
     return pid
+
+
+def _wait_delivered(pid: int, sig: int, deadline: float = 5.0) -> None:
+    """Until ``sig`` is no longer pending for ``pid`` (/proc/PID/status ShdPnd)."""
+    bit = 1 << (sig - 1)
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("ShdPnd:") and not int(line.split()[1], 16) & bit:
+                    return
+        except (OSError, ValueError):
+            return
+        time.sleep(0.005)
 
 
 def reload(args: argparse.Namespace) -> int:
@@ -131,7 +148,8 @@ def format_status(report: Dict[str, Any]) -> str:
         activity = "-" if w.get("busy") is None else \
             f"{'busy' if w['busy'] else 'idle'} {_duration(w['for'])}"
         requests = "-" if w.get("requests") is None else str(w["requests"])
-        rows.append((str(w["pid"]), str(w["generation"]), w["state"], activity,
+        generation = "-" if w.get("generation") is None else str(w["generation"])
+        rows.append((str(w["pid"]), generation, w["state"], activity,
                      _duration(w["age"]), requests, _size(w["rss"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
@@ -151,7 +169,8 @@ def _status_from_proc(pid: int) -> Dict[str, Any]:
             started = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[19])
         except (OSError, IndexError, ValueError):
             continue
-        generation = title.rsplit(" gen ", 1)[-1].strip() if " gen " in title else "?"
+        label = title.rsplit(" gen ", 1)[-1].strip() if " gen " in title else ""
+        generation = int(label) if label.isdigit() else None
         workers.append({"pid": child, "generation": generation, "state": "running",
                         "busy": None, "for": 0.0, "age": uptime - started / ticks,
                         "requests": None, "rss": _rss(child)})

@@ -20,6 +20,9 @@ FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 
 logger = logging.getLogger(LOGGER_NAME)
+# The terminal's stderr, kept when fd 2 is pointed at a log file, so that
+# start-up errors still reach the operator who typed the command.
+_console_fd = -1
 
 
 def configure(error_log: str, level: str) -> None:
@@ -49,9 +52,24 @@ def _redirect_stderr(error_log: str) -> None:
         fd = os.open(error_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     except OSError as exc:
         raise ConfigError(f"key 'error_log': cannot open {error_log}: {exc.strerror}") from None
+    global _console_fd
     sys.stderr.flush()
+    if _console_fd < 0:
+        _console_fd = os.dup(2)
+        os.set_inheritable(_console_fd, False)
     os.dup2(fd, 2)
     os.close(fd)
+
+
+def console(text: str) -> None:
+    """Write a line to the operator's terminal, even when fd 2 is the error log."""
+    if _console_fd < 0:
+        print(text, file=sys.stderr)
+        return
+    try:
+        os.write(_console_fd, (text + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
 
 
 def flush() -> None:

@@ -1,9 +1,9 @@
 """Worker -> master messages on one shared pipe.
 
-Each message is 5 bytes (a kind byte and the worker PID), far below
-PIPE_BUF, so concurrent writers never interleave.  The pipe only carries
-events the master must act on promptly (ready, recycle); everything else
-lives in the scoreboard.
+A message is a kind byte, the worker PID and an optional short text (why a
+worker could not boot), at most PIPE_BUF bytes in all, so concurrent writers
+never interleave.  The pipe only carries what the master must act on
+promptly (ready, recycle, boot error); everything else is in the scoreboard.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import List, Tuple
 
 READY = b"R"
 RECYCLE = b"M"
-_MESSAGE = struct.Struct("=cI")
+BOOT_ERROR = b"E"
+_HEADER = struct.Struct("=cIH")     # kind, pid, text length
+MAX_TEXT = 2048                     # well under PIPE_BUF (4096 on Linux)
 
 
 class ReportPipe:
@@ -31,19 +33,29 @@ class ReportPipe:
     def fileno(self) -> int:
         return self._r
 
-    def read(self) -> List[Tuple[bytes, int]]:
+    def read(self) -> List[Tuple[bytes, int, str]]:
+        """Whole messages received so far: (kind, pid, text)."""
         data = self._partial
         while True:
             try:
-                chunk = os.read(self._r, 64 * _MESSAGE.size)
+                chunk = os.read(self._r, 65536)
             except BlockingIOError:
                 break
             if not chunk:
                 break
             data += chunk
-        whole = len(data) - len(data) % _MESSAGE.size
-        self._partial = data[whole:]
-        return [_MESSAGE.unpack_from(data, i) for i in range(0, whole, _MESSAGE.size)]
+        messages = []
+        offset = 0
+        while len(data) - offset >= _HEADER.size:
+            kind, pid, length = _HEADER.unpack_from(data, offset)
+            end = offset + _HEADER.size + length
+            if end > len(data):
+                break
+            text = data[offset + _HEADER.size:end].decode("utf-8", "replace")
+            messages.append((kind, pid, text))
+            offset = end
+        self._partial = data[offset:]
+        return messages
 
     def close(self) -> None:
         os.close(self._r)
@@ -54,8 +66,9 @@ class ReportPipe:
     def close_read_end_in_child(self) -> None:
         os.close(self._r)
 
-    def send(self, kind: bytes, pid: int) -> None:
+    def send(self, kind: bytes, pid: int, text: str = "") -> None:
+        payload = text.encode("utf-8", "replace")[:MAX_TEXT]
         try:
-            os.write(self._w, _MESSAGE.pack(kind, pid))
+            os.write(self._w, _HEADER.pack(kind, pid, len(payload)) + payload)
         except (BlockingIOError, BrokenPipeError):
             pass  # the master is gone or far behind; the scoreboard still tells

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 from typing import Any, Callable, Dict
 
 from ..errors import PreforkError
@@ -90,8 +91,12 @@ def _read_line(conn: socket.socket) -> bytes:
 
 def _remove_if_stale(path: str) -> None:
     """A socket file nobody listens on is left by a crash: remove it; a live one is an error."""
-    if not os.path.exists(path):
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(mode):
+        raise PreforkError(f"control socket {path} exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)

@@ -16,6 +16,7 @@ from typing import List, Optional
 
 import daemon
 
+from .. import log
 from ..errors import EXIT_FAILURE, EXIT_OK
 
 
@@ -60,7 +61,7 @@ def detach(preserve: List[int], stderr_is_log: bool) -> Readiness:
         os.close(write_end)
         status, message = _wait(read_end)
         if message:
-            print(f"prefork: error: {message}", file=sys.stderr)
+            log.console(f"prefork: error: {message}")
         os._exit(status)
     os.close(read_end)
     context = daemon.DaemonContext(

@@ -23,7 +23,7 @@ from setproctitle import setproctitle
 from .. import log, sockets, target
 from ..config import Config
 from ..errors import PreforkError
-from ..reports import READY, RECYCLE, ReportPipe
+from ..reports import BOOT_ERROR, READY, ReportPipe
 from ..scoreboard import Scoreboard
 from ..sigpipe import SignalPipe
 from ..worker.process import WorkerContext, run_worker
@@ -158,8 +158,11 @@ class Master:
                 logger.warning("%s is not supported yet; ignored", signal.Signals(sig).name)
             elif sig != signal.SIGCHLD:   # children are reaped below on every turn
                 events.append(Signal(sig))
-        for kind, pid in self.reports.read():
-            events.append(WorkerReady(pid) if kind == READY else RecycleWanted(pid))
+        for kind, pid, text in self.reports.read():
+            if kind == BOOT_ERROR:
+                self._last_error = text    # what the --daemon launcher will print
+            else:
+                events.append(WorkerReady(pid) if kind == READY else RecycleWanted(pid))
         events.extend(self._reap())
         events.append(Tick({w.pid: self.scoreboard.heartbeat_of(w.slot)
                             for w in self.arbiter.workers.values()}))
@@ -222,12 +225,15 @@ class Master:
                     pass   # already gone; its exit is reaped on the next turn
             elif isinstance(action, Log):
                 logger.log(logging.getLevelName(action.level.upper()), "%s", action.text)
-                if action.level == "error":
+                if action.level == "error" and not self._last_error:
                     self._last_error = action.text
             elif isinstance(action, Notify):
                 self._notify(action.text)
             elif isinstance(action, ReopenLogs):
-                log.reopen(self._current().config.error_log)
+                config = self._current().config
+                log.reopen(config.error_log)
+                if self.identity is not None:   # workers must be able to reopen them too
+                    privileges.hand_over([config.error_log, config.access_log], self.identity)
             elif isinstance(action, CloseListeners):
                 self.listeners.close_all()
             elif isinstance(action, Exit):

@@ -29,7 +29,7 @@ from ..config import Config
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_TARGET, TargetError
 from ..handlers.stream import HandlerServer
 from ..handlers.wsgi import AccessLog, WSGIServer
-from ..reports import READY, RECYCLE, ReportPipe
+from ..reports import BOOT_ERROR, READY, RECYCLE, ReportPipe
 from ..scoreboard import Scoreboard
 from ..sigpipe import SignalPipe
 from ..sockets import Listener
@@ -118,13 +118,13 @@ def _run(ctx: WorkerContext) -> int:
 
     try:
         app = target.load(ctx.target)
+        is_handler = target.is_handler_class(app)
+        if not is_handler and not callable(app):
+            raise TargetError(f"target {ctx.target.text!r} is {app!r}: neither a "
+                              "socketserver.BaseRequestHandler subclass nor a WSGI callable")
     except TargetError as exc:
         logger.error("%s", exc)
-        return EXIT_TARGET
-    is_handler = target.is_handler_class(app)
-    if not is_handler and not callable(app):
-        logger.error("target %r is %r: neither a socketserver.BaseRequestHandler subclass "
-                     "nor a WSGI callable", ctx.target.text, app)
+        ctx.reports.send(BOOT_ERROR, pid, str(exc).split("\n", 1)[0])
         return EXIT_TARGET
 
     slot = ctx.scoreboard.slot(ctx.slot)
