@@ -6,9 +6,11 @@ round, and print ratios: absolute numbers drift on a shared 2-core machine.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +19,19 @@ from statistics import median
 from typing import Dict, List, Optional, Sequence, Tuple
 
 Result = Dict[str, float]
+
+
+def parse_args(description: str, argv: Optional[List[str]]) -> argparse.Namespace:
+    """The options every load benchmark takes; exits when wrk is missing."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    return args
 
 
 def free_port() -> int:

@@ -12,14 +12,12 @@ Needs wrk (Debian package `wrk`).  Never run as a test.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, print_table, run_wrk, start, stop  # noqa: E402
+from common import free_port, parse_args, print_table, run_wrk, start, stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HANDLER = "prefork.examples.hello:HelloHandler"
@@ -48,15 +46,7 @@ def servers(workers: int) -> Dict[str, List[str]]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
-    if not shutil.which("wrk"):
-        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
-        return 1
+    args = parse_args(__doc__.splitlines()[0], argv)
     table = servers(args.workers)
     modes = {"keep-alive": False, "Connection: close": True}
     results: dict = {}

@@ -15,8 +15,6 @@ A peer that does not install is left out, with a note.  Never run as a test.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +22,8 @@ from typing import Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import (free_port, open_idle_connections, print_table, run_wrk,  # noqa: E402
-                    start, stop)
+from common import (free_port, open_idle_connections, parse_args, print_table,  # noqa: E402
+                    run_wrk, start, stop)
 
 REPO = HERE.parent
 PEERS = HERE / ".peers"
@@ -73,15 +71,7 @@ def servers(python: Path, workers: int) -> Dict[str, List[str]]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
-    if not shutil.which("wrk"):
-        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
-        return 1
+    args = parse_args(__doc__.splitlines()[0], argv)
     table = servers(peer_python(), args.workers)
     modes = {"keep-alive": "", "Connection: close": "close", f"keep-alive, {IDLE} idle": "idle"}
     results: dict = {}

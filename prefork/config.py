@@ -47,22 +47,20 @@ def _octal(value: str) -> str:
     return ""
 
 
-def _user(value: str) -> str:
-    if value and not value.isdigit():
-        try:
-            pwd.getpwnam(value)
-        except KeyError:
-            return f"no such user {value!r}"
-    return ""
+def _named(lookup: Callable[[str], object], what: str) -> Callable[[str], str]:
+    """A check that a user or group name exists (numeric ids are taken as they are)."""
+    def check(value: str) -> str:
+        if value and not value.isdigit():
+            try:
+                lookup(value)
+            except KeyError:
+                return f"no such {what} {value!r}"
+        return ""
+    return check
 
 
-def _group(value: str) -> str:
-    if value and not value.isdigit():
-        try:
-            grp.getgrnam(value)
-        except KeyError:
-            return f"no such group {value!r}"
-    return ""
+_user = _named(pwd.getpwnam, "user")
+_group = _named(grp.getgrnam, "group")
 
 
 def _directory(value: str) -> str:

@@ -81,6 +81,10 @@ def _escape(text: str) -> str:
 class WSGIServer:
     """What connections on one listener share; ``accepted`` makes a connection."""
 
+    # Accepting a connection never blocks on the app (requests run from the
+    # selector), so a sync worker may take several per wakeup.
+    accept_batch = 16
+
     def __init__(self, sock: socket.socket, app: Callable, config: Any, multithread: bool,
                  access_log: Optional[AccessLog]) -> None:
         self.socket = sock

@@ -181,7 +181,10 @@ class ServeLoop:
 
     def _accept(self, server: Any, limit: Optional[int] = None) -> None:
         """Accept a batch while there is room; with ``limit``, up to that many regardless."""
-        batch = self.dispatcher.accept_batch if limit is None else limit
+        if limit is not None:
+            batch = limit
+        else:
+            batch = getattr(server, "accept_batch", 0) or self.dispatcher.accept_batch
         while batch > 0 and (limit is not None or self._has_room()):
             try:
                 conn, address = server.socket.accept()

@@ -19,7 +19,8 @@ GET10 = b"GET / HTTP/1.0\r\n\r\n"
 HIGH = 1024
 
 
-def make(app, raw=GET, high_water=HIGH):
+def parsed(raw: bytes):
+    """(request, body) as the connection would hand them over."""
     parser = RequestParser()
     parser.feed(raw)
     request = parser.next_head()
@@ -27,6 +28,11 @@ def make(app, raw=GET, high_water=HIGH):
     while parser.in_body:
         data, _ = parser.read_body()
         body += data
+    return request, body
+
+
+def make(app, raw=GET, high_water=HIGH):
+    request, body = parsed(raw)
     base = base_environ(("127.0.0.1", 8000), False, "", FileWrapper)
     environ = build_environ(base, request, io.BytesIO(body), len(body), ("10.0.0.9", 40000))
     return Exchange(app, environ, request, high_water)

@@ -10,19 +10,7 @@ import pytest
 
 from prefork.handlers.http.environ import base_environ, build_environ
 from prefork.handlers.http.exchange import FileWrapper
-from prefork.handlers.http.parser import RequestParser
-from test_http_exchange import GET, Response, drive, make, respond
-
-
-def parsed(raw: bytes):
-    parser = RequestParser()
-    parser.feed(raw)
-    request = parser.next_head()
-    body = b""
-    while parser.in_body:
-        data, _ = parser.read_body()
-        body += data
-    return request, body
+from test_http_exchange import GET, Response, drive, make, parsed, respond
 
 
 def environ_of(raw: bytes, root_path="", server=("192.0.2.1", 8080), client=("10.0.0.9", 40000),

@@ -217,7 +217,8 @@ class HttpConnection:
             self._in_job = True
             self.loop.run_job(exchange.pump, self._after_job, counts=False)
             return
-        self._log()
+        if self.server.access_log is not None:
+            self._log()
         exchange.release()
         self.exchange = self.body = None
         if not exchange.keep_alive or self.stopping:
