@@ -50,9 +50,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = servers(args.workers)
     modes = {"keep-alive": False, "Connection: close": True}
     results: dict = {}
-    for _ in range(args.rounds):
+    for round_number in range(args.rounds):
         for mode, close in modes.items():
-            for name, template in table.items():
+            # Rotate the order each round: no server always runs first or last.
+            names = list(table)
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                template = table[name]
                 if not close and "sync" in name:
                     continue   # 2 sync workers serve 2 of 64 keep-alive clients: not comparable
                 port = free_port()

@@ -76,9 +76,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     modes = {"keep-alive": "", "Connection: close": "close", f"keep-alive, {IDLE} idle": "idle"}
     results: dict = {}
     env = {"PYTHONPATH": f"{HERE}:{REPO}"}
-    for _ in range(args.rounds):
+    for round_number in range(args.rounds):
         for mode, kind in modes.items():
-            for name, template in table.items():
+            # Rotate the order each round: no server always runs first or last.
+            names = list(table)
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                template = table[name]
                 if kind == "idle" and not name.startswith("prefork"):
                     continue
                 port = free_port()

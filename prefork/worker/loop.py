@@ -78,8 +78,16 @@ class ServeLoop:
         self.slot.set_state(READY)
 
     def _has_room(self) -> bool:
-        if self.max_connections and len(self.connections) >= self.max_connections:
-            return False
+        """May this worker accept another connection now?
+
+        With ``max_connections`` (HTTP: connections wait in the selector and
+        their requests queue fairly for a thread) only the connection count
+        limits accepting.  Otherwise (handler classes: a connection takes a
+        thread for its whole life) a free thread is needed.  Gating HTTP on
+        free threads would starve new connections behind busy keep-alive ones.
+        """
+        if self.max_connections:
+            return len(self.connections) < self.max_connections
         return self.dispatcher.has_room()
 
     def _listen(self, on: bool) -> None:
