@@ -188,3 +188,36 @@ def test_sync_worker_runs_them_one_after_the_other(prefork_server, tmp_path):
     assert elapsed >= 1.0, elapsed
     first, second = sorted("ab", key=lambda i: marks[(i, "slow-start")]["time"])
     assert marks[(second, "slow-start")]["time"] >= marks[(first, "slow-end")]["time"]
+
+
+@pytest.mark.timeout(60)
+def test_new_connections_are_not_starved_by_busy_keepalive_ones(prefork_server, tmp_path):
+    # Both threads stay busy with requests from established keep-alive clients;
+    # a newcomer must still be accepted and answered in turn, not left in the
+    # backlog until the threads happen to be free at the loop's check.
+    served = start(prefork_server, tmp_path, "router", "-w", "1", "-k", "thread",
+                   "--threads", "2")
+    stop = threading.Event()
+
+    def hammer():
+        # 8 clients, 2 threads, 50 ms a request: the threads are never free.
+        with Conn(served.address) as conn:
+            while not stop.is_set():
+                assert conn.request("GET", "/slow/?t=0.05").status == 200
+
+    hammers = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in hammers:
+        thread.start()
+    try:
+        worst = 0.0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            began = time.monotonic()
+            with Conn(served.address) as conn:
+                assert conn.request("GET", "/hello/").status == 200
+            worst = max(worst, time.monotonic() - began)
+    finally:
+        stop.set()
+        for thread in hammers:
+            thread.join(10)
+    assert worst < FAST_ENOUGH, f"a new connection waited {worst:.2f} s for its first answer"
