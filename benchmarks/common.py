@@ -34,6 +34,17 @@ def parse_args(description: str, argv: Optional[List[str]]) -> argparse.Namespac
     return args
 
 
+def schedule(rounds: int, modes: Sequence[str], names: Sequence[str]):
+    """(mode, server) pairs, round after round, the server order rotated each round
+    so that no server always runs first or last."""
+    for round_number in range(rounds):
+        shift = round_number % len(names)
+        order = list(names[shift:]) + list(names[:shift])
+        for mode in modes:
+            for name in order:
+                yield mode, name
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

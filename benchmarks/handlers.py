@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, parse_args, print_table, run_wrk, start, stop  # noqa: E402
+from common import (free_port, parse_args, print_table, run_wrk, schedule,  # noqa: E402
+                    start, stop)
 
 REPO = Path(__file__).resolve().parents[1]
 HANDLER = "prefork.examples.hello:HelloHandler"
@@ -50,23 +51,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = servers(args.workers)
     modes = {"keep-alive": False, "Connection: close": True}
     results: dict = {}
-    for round_number in range(args.rounds):
-        for mode, close in modes.items():
-            # Rotate the order each round: no server always runs first or last.
-            names = list(table)
-            shift = round_number % len(names)
-            for name in names[shift:] + names[:shift]:
-                template = table[name]
-                if not close and "sync" in name:
-                    continue   # 2 sync workers serve 2 of 64 keep-alive clients: not comparable
-                port = free_port()
-                proc = start([a.format(port=port) for a in template], port,
-                             env={"PYTHONPATH": str(REPO)})
-                try:
-                    results.setdefault((mode, name), []).append(
-                        run_wrk(port, args.duration, args.connections, close))
-                finally:
-                    stop(proc)
+    for mode, name in schedule(args.rounds, list(modes), list(table)):
+        close = modes[mode]
+        if not close and "sync" in name:
+            continue   # 2 sync workers serve 2 of 64 keep-alive clients: not comparable
+        port = free_port()
+        proc = start([a.format(port=port) for a in table[name]], port,
+                     env={"PYTHONPATH": str(REPO)})
+        try:
+            results.setdefault((mode, name), []).append(
+                run_wrk(port, args.duration, args.connections, close))
+        finally:
+            stop(proc)
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} round(s), median "
           "per cell; ratio = req/s over stdlib ThreadingHTTPServer\n")
     print_table(results, list(modes), list(table), "stdlib ThreadingHTTPServer")

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import (free_port, open_idle_connections, parse_args, print_table,  # noqa: E402
-                    run_wrk, start, stop)
+                    run_wrk, schedule, start, stop)
 
 REPO = HERE.parent
 PEERS = HERE / ".peers"
@@ -76,28 +76,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     modes = {"keep-alive": "", "Connection: close": "close", f"keep-alive, {IDLE} idle": "idle"}
     results: dict = {}
     env = {"PYTHONPATH": f"{HERE}:{REPO}"}
-    for round_number in range(args.rounds):
-        for mode, kind in modes.items():
-            # Rotate the order each round: no server always runs first or last.
-            names = list(table)
-            shift = round_number % len(names)
-            for name in names[shift:] + names[:shift]:
-                template = table[name]
-                if kind == "idle" and not name.startswith("prefork"):
-                    continue
-                port = free_port()
-                argv = [a.format(port=port) for a in template]
-                if kind == "idle":
-                    argv += ["--keepalive", "120"]   # the idle clients must stay connected
-                proc = start(argv, port, env=env, cwd=str(HERE))
-                idle = open_idle_connections(port, IDLE) if kind == "idle" else []
-                try:
-                    results.setdefault((mode, name), []).append(
-                        run_wrk(port, args.duration, args.connections, close=kind == "close"))
-                finally:
-                    for s in idle:
-                        s.close()
-                    stop(proc)
+    for mode, name in schedule(args.rounds, list(modes), list(table)):
+        kind = modes[mode]
+        if kind == "idle" and not name.startswith("prefork"):
+            continue
+        port = free_port()
+        argv = [a.format(port=port) for a in table[name]]
+        if kind == "idle":
+            argv += ["--keepalive", "120"]   # the idle clients must stay connected
+        proc = start(argv, port, env=env, cwd=str(HERE))
+        idle = open_idle_connections(port, IDLE) if kind == "idle" else []
+        try:
+            results.setdefault((mode, name), []).append(
+                run_wrk(port, args.duration, args.connections, close=kind == "close"))
+        finally:
+            for s in idle:
+                s.close()
+            stop(proc)
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.workers} workers each, "
           f"{args.rounds} round(s), median per cell; ratio = req/s over gunicorn sync\n")
     print_table(results, list(modes), list(table), "gunicorn sync")

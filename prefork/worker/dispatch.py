@@ -1,9 +1,10 @@
 """Where a worker runs its jobs: inline in the loop's thread, or on a thread pool.
 
 A job is a callable that serves a connection (a socketserver handler) or a
-request (a WSGI app call).  ``run(job, on_done)`` runs it; ``on_done`` is
-always called afterwards *in the loop's thread*, so everything that touches
-the selector or the scoreboard stays single-threaded.  The loop asks
+request (a WSGI app call).  The sync dispatcher only describes the worker:
+the loop calls its jobs inline.  ``ThreadDispatcher.run(job, on_done)`` runs
+one on the pool; ``on_done`` is called afterwards *in the loop's thread*, so
+everything that touches the selector or the scoreboard stays single-threaded.  The loop asks
 :meth:`has_room` before accepting, so a busy thread worker leaves new
 connections in the kernel's backlog, where another worker can take them,
 instead of queueing them without bound.
@@ -43,16 +44,6 @@ class SyncDispatcher:
 
     def idle(self) -> bool:
         return True
-
-    def run(self, job: Job, on_done: Done = None) -> None:
-        try:
-            job()
-        finally:
-            if on_done is not None:
-                on_done()
-
-    def reap(self) -> None:
-        pass
 
 
 class ThreadDispatcher:
