@@ -120,13 +120,25 @@ def build(method: str = "GET", target: str = "/", headers=(), body: bytes = b"",
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+class ClientPort(str):
+    """REMOTE_PORT as the app sees it, plus when this connection opened.
+
+    Ephemeral ports come round again within one module's many connections:
+    only calls recorded after ``opened`` can belong to this connection.
+    """
+
+    opened = 0.0
+
+
 class Conn:
     """One client connection with a buffered reader."""
 
     def __init__(self, address: tuple, timeout: float = 10.0) -> None:
+        opened = time.time()
         self.sock = socket.create_connection(address, timeout=timeout)
         self.reader = self.sock.makefile("rb")
-        self.port = str(self.sock.getsockname()[1])   # REMOTE_PORT, as the app sees it
+        self.port = ClientPort(self.sock.getsockname()[1])
+        self.port.opened = opened
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -183,7 +195,9 @@ class Served:
         return [r for r in lines if r["event"] == event]
 
     def calls_from(self, port: str, event: str = "call") -> List[dict]:
-        return [r for r in self.records(event) if r.get("remote_port") == port]
+        since = getattr(port, "opened", 0.0)
+        return [r for r in self.records(event)
+                if r.get("remote_port") == port and r.get("time", 0.0) >= since]
 
     def with_id(self, ident: str, event: str = "call") -> List[dict]:
         return [r for r in self.records(event) if r.get("id") == ident]

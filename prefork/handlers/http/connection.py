@@ -31,6 +31,7 @@ from .response import CONTINUE, error_response
 HEAD, BODY, APP, WRITE, CLOSING = "head", "body", "app", "write", "closing"
 RECV_SIZE = 64 * 1024   # below malloc's mmap threshold: no mmap/munmap per recv
 LINGER = 2.0           # seconds to keep reading after our close, so our last reply is not reset
+STOP_IDLE = 1.0        # on a graceful stop, how long an idle connection may still send a request
 
 
 class EmptyInput:
@@ -125,10 +126,19 @@ class HttpConnection:
             self.close()   # idle keep-alive, stalled reader, or lingering done
 
     def stop(self) -> None:
-        """Graceful stop: an idle connection closes now, a busy one after its response."""
+        """Graceful stop: every connection ends after one more response, with Connection: close.
+
+        An idle keep-alive connection is not closed at once: its client may
+        have sent the next request already, and closing under it would turn
+        that request into an error.  It gets STOP_IDLE to send one, which is
+        answered and then the connection closes; if none comes, it closes.
+        """
         self.stopping = True
+        exchange = self.exchange
+        if exchange is not None and not exchange.head_done:
+            exchange.keep_alive = False
         if self.state == HEAD and not self.parser.buffered:
-            self.close()
+            self.deadline = min(self.deadline, time.monotonic() + STOP_IDLE)
 
     # -- reading requests ----------------------------------------------------
 
@@ -179,6 +189,8 @@ class HttpConnection:
         server = self.server
         environ = server.environ(self.request, self.body, body_length, self.address)
         self.exchange = Exchange(server.app, environ, self.request, server.high_water)
+        if self.stopping:
+            self.exchange.keep_alive = False    # the response says Connection: close
         self.state = APP
         if self.loop.dispatcher.multithread:
             self._want(0)   # not readable while the app runs: input waits in the kernel
