@@ -19,12 +19,13 @@ import base64
 import io
 import json
 import socket
+import time
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 import pytest
 
-from http_helpers import read_response, serving
+from http_helpers import ClientPort, read_response, serving
 
 pytestmark = pytest.mark.integration
 
@@ -111,8 +112,10 @@ def server(tmp_path_factory):
 
 def exchange(address, raw: bytes) -> tuple:
     """Send ``raw``, half-close, read until the server closes: (port, bytes)."""
+    opened = time.time()
     with socket.create_connection(address, timeout=CASE_TIMEOUT) as sock:
-        port = str(sock.getsockname()[1])
+        port = ClientPort(sock.getsockname()[1])
+        port.opened = opened     # a reused port must not inherit an older case's calls
         try:
             sock.sendall(raw)
             sock.shutdown(socket.SHUT_WR)
