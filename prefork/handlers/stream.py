@@ -28,17 +28,27 @@ logger = logging.getLogger("prefork")
 class TrackedSocket(socket.socket):
     """An accepted connection that knows whether its handler is waiting to read.
 
-    A handler blocked in recv with nothing to do is, for a keep-alive
+    A handler blocked in recv after it has replied is, for a keep-alive
     protocol, idle between two requests: on a graceful stop that is the
     moment to end it (shutdown(SHUT_RD) makes the recv return EOF), instead
-    of waiting idle_timeout for the client to go away.
+    of waiting idle_timeout for the client to go away.  One that has not
+    replied yet is waiting for a first request and is left alone.
     """
 
-    __slots__ = ("waiting_since",)
+    __slots__ = ("waiting_since", "replied")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.waiting_since = 0.0
+        self.replied = False     # only after a reply is a wait "between requests"
+
+    def send(self, *args: Any) -> int:
+        self.replied = True
+        return super().send(*args)
+
+    def sendall(self, *args: Any) -> None:
+        self.replied = True
+        return super().sendall(*args)
 
     def recv(self, *args: Any) -> bytes:
         self.waiting_since = time.monotonic()
@@ -97,7 +107,7 @@ class HandlerServer(socketserver.BaseServer):
         now = time.monotonic()
         for conn in list(self.open):
             since = conn.waiting_since
-            if since and now - since >= min_wait:
+            if since and conn.replied and now - since >= min_wait:
                 try:
                     conn.shutdown(socket.SHUT_RD)
                 except OSError:

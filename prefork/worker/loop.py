@@ -189,6 +189,10 @@ class ServeLoop:
 
     def _accept(self, server: Any, limit: Optional[int] = None) -> None:
         """Accept a batch while there is room; with ``limit``, up to that many regardless."""
+        if limit is None and not self._listening:
+            # An event from the same select() batch, after a callback before it
+            # stopped listening (or began a stop and closed the listener).
+            return
         if limit is not None:
             batch = limit
         else:

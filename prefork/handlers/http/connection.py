@@ -31,7 +31,6 @@ from .response import CONTINUE, error_response
 HEAD, BODY, APP, WRITE, CLOSING = "head", "body", "app", "write", "closing"
 RECV_SIZE = 64 * 1024   # below malloc's mmap threshold: no mmap/munmap per recv
 LINGER = 2.0           # seconds to keep reading after our close, so our last reply is not reset
-STOP_IDLE = 1.0        # on a graceful stop, how long an idle connection may still send a request
 
 
 class EmptyInput:
@@ -126,19 +125,17 @@ class HttpConnection:
             self.close()   # idle keep-alive, stalled reader, or lingering done
 
     def stop(self) -> None:
-        """Graceful stop: every connection ends after one more response, with Connection: close.
+        """Graceful stop: a connection ends after a response that says Connection: close.
 
         An idle keep-alive connection is not closed at once: its client may
         have sent the next request already, and closing under it would turn
-        that request into an error.  It gets STOP_IDLE to send one, which is
-        answered and then the connection closes; if none comes, it closes.
+        that request into an error.  Its next request is answered with
+        Connection: close; if none comes, it closes at its keep-alive deadline.
         """
         self.stopping = True
         exchange = self.exchange
         if exchange is not None and not exchange.head_done:
             exchange.keep_alive = False
-        if self.state == HEAD and not self.parser.buffered:
-            self.deadline = min(self.deadline, time.monotonic() + STOP_IDLE)
 
     # -- reading requests ----------------------------------------------------
 
@@ -233,7 +230,10 @@ class HttpConnection:
             self._log()
         exchange.release()
         self.exchange = self.body = None
-        if not exchange.keep_alive or self.stopping:
+        # Stopping, but this response went out promising keep-alive (its head
+        # left before the stop): the client may send again, so the connection
+        # stays for one more request, which will say Connection: close.
+        if not exchange.keep_alive:
             if not self.request.keep_alive and not self.parser.buffered:
                 self.close()     # the client asked for the close and sent nothing more
             else:
