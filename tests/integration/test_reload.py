@@ -191,7 +191,7 @@ def test_hup_moves_the_listener(prefork_server, tmp_path):
     server.wait_ready()
     old_address = server.address
     old = server.wait_workers(lambda p: len(p) == 2)
-    port = free_port()   # a fixed port: the log does not report new listeners (see below)
+    port = free_port()   # a fixed port, so the test knows where to connect
     _config(config, f"127.0.0.1:{port}")
     server.signal(signal.SIGHUP)
     server.wait_for(r"reload complete")

@@ -39,28 +39,28 @@ _ABSOLUTE = re.compile(rf"[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#\[\]]*@)?{_HOST_PA
                        rf"(?::[0-9]*)?(?:[/?][^#]*)?")
 _FRAMING_FIELDS = frozenset(("host", "content-length", "transfer-encoding", "connection",
                              "expect", "upgrade"))
-# Field names seen valid: a handful of names make up almost every request.
-_good_names: set = set()
+class _Remembered:
+    """A pattern check that remembers what passed: clients send the same few
+    field names and Host values again and again, and a set lookup is far
+    cheaper than a match.  Bounded, so hostile input cannot grow it."""
+
+    def __init__(self, pattern: "re.Pattern[str]", limit: int) -> None:
+        self.pattern = pattern
+        self.limit = limit
+        self.seen: set = set()
+
+    def __call__(self, value: str) -> bool:
+        if value in self.seen:
+            return True
+        if not self.pattern.fullmatch(value):
+            return False
+        if len(self.seen) < self.limit:
+            self.seen.add(value)
+        return True
 
 
-def _good_name(name: str) -> bool:
-    if not _TOKEN_RE.fullmatch(name):
-        return False
-    if len(_good_names) < 4096:
-        _good_names.add(name)
-    return True
-
-
-# Host values seen valid: clients send the same few again and again.
-_good_hosts: set = set()
-
-
-def _good_host(value: str) -> bool:
-    if not _HOST.fullmatch(value):
-        return False
-    if len(_good_hosts) < 1024:
-        _good_hosts.add(value)
-    return True
+_good_name = _Remembered(_TOKEN_RE, 4096)
+_good_host = _Remembered(_HOST, 1024)
 
 
 _FORBIDDEN_TRAILERS = frozenset(("content-length", "transfer-encoding", "host"))
@@ -205,7 +205,7 @@ class RequestParser:
             name, colon, value = line.partition(":")
             # A name seen valid before needs no pattern; an obs-fold line or one
             # with space before the colon never has a valid name.
-            if not colon or (name not in _good_names and not _good_name(name)):
+            if not colon or not _good_name(name):
                 _parse_field(line)      # raises, saying why
                 raise ProtocolError(400, "invalid header field line")
             headers.append((name, value.strip(" \t")))
@@ -224,7 +224,7 @@ class RequestParser:
                 continue
             if lower == "host":
                 hosts += 1
-                if hosts > 1 or (value not in _good_hosts and not _good_host(value)):
+                if hosts > 1 or not _good_host(value):
                     raise ProtocolError(400, "repeated or malformed Host")
             elif lower == "content-length":
                 lengths.append(value)
