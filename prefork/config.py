@@ -16,6 +16,7 @@ import grp
 import math
 import os
 import pwd
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Tuple
@@ -61,6 +62,16 @@ def _named(lookup: Callable[[str], object], what: str) -> Callable[[str], str]:
 
 _user = _named(pwd.getpwnam, "user")
 _group = _named(grp.getgrnam, "group")
+
+
+def _dotted(value: str) -> str:
+    """A hook: 'module:function' (or 'module.function'), imported when the master starts."""
+    if value and not _DOTTED.fullmatch(value):
+        return "expected a dotted path such as 'mypkg.hooks:on_starting'"
+    return ""
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*([:.][A-Za-z_]\w*)")
 
 
 def _directory(value: str) -> str:
@@ -118,6 +129,14 @@ class Config:
         0, "Recycle a worker after this many connections (0 = never). Its "
         "replacement is started first, so capacity never dips.", minimum=0,
         metavar="N")
+    request_timeout: float = setting(
+        0.0, "Seconds a single request may run (0 = no limit). Past it the worker's "
+        "Python traceback is logged with the request line and client, and the "
+        "worker is killed and replaced.", minimum=0.0, metavar="S")
+    max_rss: int = setting(
+        0, "Recycle a worker whose resident memory exceeds this many MiB (0 = no "
+        "limit): it finishes its requests while its replacement starts.",
+        minimum=0, metavar="MIB")
     max_requests_jitter: int = setting(
         0, "Add a random 0..N to max_requests per worker, so workers do not "
         "all recycle at once.", minimum=0, metavar="N")
@@ -158,6 +177,40 @@ class Config:
     access_log_format: str = setting(
         "combined", "HTTP: access log lines in Apache combined format or as JSON.",
         choices=("combined", "json"))
+    preload: bool = setting(
+        False, "Import the target in the master before forking, so workers share "
+        "its memory copy-on-write. A HUP then re-executes the master (as USR2 "
+        "does), so new code is loaded all the same.")
+    upgrade_timeout: float = setting(
+        60.0, "Seconds the old master waits for a new one (USR2, or HUP with "
+        "preload) to have its workers ready; past it the new master is killed "
+        "and the old one keeps serving.", minimum=1.0, metavar="S")
+    metrics_bind: str = setting(
+        "", "Serve Prometheus metrics at http://ADDR/metrics from the master "
+        "(HOST:PORT; '' = off). `prefork status --format prometheus` prints the "
+        "same text.", metavar="ADDR")
+    on_starting: str = setting(
+        "", "Hook 'module:function' called in the master before it binds: "
+        "f(config). A hook that raises is logged; the master goes on.",
+        metavar="HOOK", check=_dotted)
+    when_ready: str = setting(
+        "", "Hook called in the master each time a generation's workers are all "
+        "ready (start, reload, upgrade): f(config).", metavar="HOOK", check=_dotted)
+    pre_fork: str = setting(
+        "", "Hook called in the master just before a worker is forked: "
+        "f(config, worker).", metavar="HOOK", check=_dotted)
+    post_fork: str = setting(
+        "", "Hook called in a new worker before it loads the target: "
+        "f(config, worker).", metavar="HOOK", check=_dotted)
+    worker_exit: str = setting(
+        "", "Hook called in a worker after it stopped serving, before it exits "
+        "(not when it is killed): f(config, worker).", metavar="HOOK", check=_dotted)
+    on_reload: str = setting(
+        "", "Hook called in the master on HUP once the new config is loaded: "
+        "f(config).", metavar="HOOK", check=_dotted)
+    on_exit: str = setting(
+        "", "Hook called in the master just before it exits: f(config).",
+        metavar="HOOK", check=_dotted)
     daemon: bool = setting(
         False, "Detach into the background (python-daemon). The command returns "
         "once the workers are ready, or fails with the error and its exit status.")

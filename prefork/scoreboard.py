@@ -13,10 +13,11 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
-# pid, generation, state, booted, heartbeat, requests, connections, request_start:
-# the three a request updates are adjacent, so each update is one pack_into.
-_SLOT = struct.Struct("=qqqddqqd")
-SLOT_SIZE = 64
+# pid, generation, state, booted, heartbeat, requests, connections, request_start,
+# busy_total: the four a request updates are adjacent, so each update is one
+# pack_into.  The rest of the slot is free for what a worker is doing now.
+_SLOT = struct.Struct("=qqqddqqdd")
+SLOT_SIZE = 256
 assert _SLOT.size <= SLOT_SIZE
 
 _STATE_AT = struct.calcsize("=qq")
@@ -24,7 +25,7 @@ _HEARTBEAT_AT = struct.calcsize("=qqqd")
 _REQUESTS_AT = struct.calcsize("=qqqdd")
 _DOUBLE = struct.Struct("=d")
 _LONG = struct.Struct("=q")
-_COUNTS = struct.Struct("=qqd")    # requests, connections, request_start
+_COUNTS = struct.Struct("=qqdd")    # requests, connections, request_start, busy_total
 
 FREE, BOOTING, READY, DRAINING = 0, 1, 2, 3
 STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", DRAINING: "draining"}
@@ -43,6 +44,7 @@ class SlotView:
     booted: float
     heartbeat: float
     request_start: float
+    busy_seconds: float = 0.0    # total time with at least one request in flight
 
 
 class Scoreboard:
@@ -55,19 +57,19 @@ class Scoreboard:
     def claim(self, slot: int, pid: int, generation: int, now: float) -> None:
         """Reset ``slot`` for a new worker (the master does this right after fork)."""
         _SLOT.pack_into(self._mm, slot * SLOT_SIZE, pid, generation, BOOTING, now, now,
-                        0, 0, 0.0)
+                        0, 0, 0.0, 0.0)
 
     def set_pid(self, slot: int, pid: int) -> None:
         _LONG.pack_into(self._mm, slot * SLOT_SIZE, pid)
 
     def release(self, slot: int) -> None:
-        _SLOT.pack_into(self._mm, slot * SLOT_SIZE, 0, 0, FREE, 0.0, 0.0, 0, 0, 0.0)
+        _SLOT.pack_into(self._mm, slot * SLOT_SIZE, 0, 0, FREE, 0.0, 0.0, 0, 0, 0.0, 0.0)
 
     def read(self, slot: int) -> SlotView:
-        pid, generation, state, booted, heartbeat, requests, connections, start = \
+        pid, generation, state, booted, heartbeat, requests, connections, start, busy = \
             _SLOT.unpack_from(self._mm, slot * SLOT_SIZE)
         return SlotView(slot, pid, generation, state, requests, connections, booted,
-                        heartbeat, start)
+                        heartbeat, start, busy)
 
     def __iter__(self) -> Iterator[SlotView]:
         for slot in range(self.capacity):
@@ -93,6 +95,7 @@ class WorkerSlot:
         self._offset = offset
         self.requests = 0
         self.connections = 0
+        self.busy_total = 0.0
 
     def heartbeat(self, now: float) -> None:
         _DOUBLE.pack_into(self._mm, self._offset + _HEARTBEAT_AT, now)
@@ -105,16 +108,20 @@ class WorkerSlot:
         start = now if not self.connections else self._start()
         self.connections += 1
         _COUNTS.pack_into(self._mm, self._offset + _REQUESTS_AT, self.requests,
-                          self.connections, start)
+                          self.connections, start, self.busy_total)
 
     def request_finished(self, now: float) -> None:
         """``request_start`` then means "idle since" until the next request starts."""
         self.connections -= 1
         self.requests += 1
         # The start time stays while other requests are in flight (thread worker).
-        start = now if not self.connections else self._start()
+        if self.connections:
+            start = self._start()
+        else:
+            self.busy_total += now - self._start()
+            start = now
         _COUNTS.pack_into(self._mm, self._offset + _REQUESTS_AT, self.requests,
-                          self.connections, start)
+                          self.connections, start, self.busy_total)
 
     def _start(self) -> float:
         return _COUNTS.unpack_from(self._mm, self._offset + _REQUESTS_AT)[2]

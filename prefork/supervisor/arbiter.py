@@ -53,7 +53,7 @@ class Worker:
     started: float
     ready: bool = False
     outgoing: bool = False      # its generation is being replaced by a reload
-    recycle: bool = False       # asked to be replaced (max_requests)
+    recycle: str = ""           # why it is to be replaced: "max_requests", ...
     retiring: bool = False      # told to stop (TERM or QUIT): not counted any more
     why_stopped: str = ""       # "retired", "timeout", "stop": why we signalled it
     escalate_at: Optional[float] = None   # when to KILL if still alive
@@ -61,7 +61,7 @@ class Worker:
 
     @property
     def replaceable(self) -> bool:
-        return self.outgoing or self.recycle
+        return self.outgoing or bool(self.recycle)
 
     def label(self) -> str:
         return f"worker {self.pid} (gen {self.generation})"
@@ -90,6 +90,9 @@ class Arbiter:
         self.boot_failures = 0
         self.next_spawn_at = 0.0
         self._full_logged = False
+        # Worker exits by reason, for the metrics; see _exit_reason.
+        self.restarts: Dict[str, int] = {}
+        self.reloads = 0
         # Pool settings of the stable generation, restored if a reload aborts.
         self._stable_settings = (workers, timeout, graceful_timeout)
 
@@ -147,13 +150,16 @@ class Arbiter:
         w = self.workers.get(event.pid)
         if w is None or w.retiring or w.recycle:
             return []
-        w.recycle = True
+        w.recycle = "max_requests"
         return [Log("info", f"{w.label()} reached max_requests; starting its replacement")]
 
     def _on_ChildExited(self, event: ChildExited, now: float) -> List[object]:
         w = self.workers.pop(event.pid, None)
         if w is None:
             return []
+        reason = self._exit_reason(w)
+        if reason:
+            self.restarts[reason] = self.restarts.get(reason, 0) + 1
         how = describe_exit(event.code)
         if self.phase == STOPPING or w.why_stopped in ("retired", "stop"):
             return [Log("debug", f"{w.label()} {how}")]
@@ -166,6 +172,16 @@ class Arbiter:
             return [Log("warning", f"{w.label()} {how} unexpectedly (its generation is "
                                    "being replaced)")]
         return [Log("warning", f"{w.label()} {how} unexpectedly; replacing it")]
+
+    def _exit_reason(self, w: Worker) -> str:
+        """Why a worker that just exited had to go; "" for a stop of the whole pool."""
+        if self.phase == STOPPING or w.why_stopped == "stop":
+            return ""
+        if w.why_stopped == "retired":
+            return w.recycle or ("reload" if w.outgoing else "scale")
+        if w.why_stopped:
+            return w.why_stopped          # "timeout"
+        return "crash" if w.ready else "boot_failure"
 
     def _on_Tick(self, event: Tick, now: float) -> List[object]:
         actions: List[object] = []
@@ -225,6 +241,7 @@ class Arbiter:
         self.target = event.workers
         self.timeout, self.graceful_timeout = event.timeout, event.graceful_timeout
         self.last_generation += 1
+        self.reloads += 1
         self.generation = self.last_generation
         self.boot_failures, self.next_spawn_at = 0, 0.0
         for w in list(self.workers.values()):

@@ -36,8 +36,10 @@ def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str) -> Dict[str,
             "busy": busy, "for": round(max(0.0, now - since), 3) if view.pid else 0.0,
             "age": round(now - w.started, 3), "requests": view.requests,
             "connections": view.connections, "rss": rss_bytes(w.pid),
+            "busy_seconds": round(view.busy_seconds, 6),
         })
     return {"pid": os.getpid(), "target": target, "generation": arbiter.generation,
             "workers_wanted": arbiter.target, "phase": arbiter.phase,
             "reloading": arbiter.reloading and bool(arbiter.stable),
-            "rss": rss_bytes(os.getpid()), "workers": workers}
+            "rss": rss_bytes(os.getpid()), "workers": workers,
+            "reloads": arbiter.reloads, "restarts": dict(arbiter.restarts)}

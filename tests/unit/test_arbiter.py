@@ -224,3 +224,23 @@ def test_recycled_worker_keeps_serving_when_its_replacement_cannot_boot():
     [p3] = pool.fork(pool.decide(RecycleWanted(p1), T + 1), T + 1)
     assert effects(pool.decide(ChildExited(p3, 1), T + 2)) == [Spawn(1, 2)]
     assert p1 in pool.arb.workers and not pool.arb.workers[p1].retiring
+
+
+def test_exits_are_counted_by_reason_for_the_metrics():
+    pool, (p1, p2) = running(2, timeout=10.0)
+    [p3] = pool.fork(pool.decide(RecycleWanted(p1), T + 1), T + 1)
+    pool.ready([p3], T + 1)
+    pool.decide(ChildExited(p1, 0), T + 2)               # recycled: max_requests
+    [p4] = pool.fork(pool.decide(ChildExited(p2, -9), T + 2), T + 2)   # a crash
+    pool.ready([p4], T + 2)
+    new = pool.fork(pool.decide(Reload(2), T + 3), T + 3)
+    assert pool.arb.reloads == 1
+    pool.ready(new, T + 4)
+    for pid in (p3, p4):
+        pool.decide(ChildExited(pid, 0), T + 5)          # retired by the reload
+    [p7] = pool.fork(pool.decide(ChildExited(new[0], 3), T + 6), T + 6)
+    pool.decide(ChildExited(p7, 1), T + 7)               # died before it was ready
+    pool.decide(Signal(signal.SIGTERM), T + 8)
+    pool.decide(ChildExited(new[1], 0), T + 9)           # a stop is not a restart
+    assert pool.arb.restarts == {"max_requests": 1, "crash": 2, "reload": 2,
+                                 "boot_failure": 1}

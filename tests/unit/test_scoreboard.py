@@ -65,6 +65,20 @@ def test_request_counters(board):
     assert (view.requests, view.connections, view.request_start) == (2, 0, 23.0)
 
 
+def test_busy_seconds_count_time_with_a_request_in_flight(board):
+    board.claim(0, 10, 1, 1.0)
+    slot = board.slot(0)
+    slot.request_started(10.0)
+    slot.request_started(11.0)       # overlapping (thread worker): counted once
+    slot.request_finished(12.0)
+    assert board.read(0).busy_seconds == 0.0     # still busy: added when it ends
+    slot.request_finished(13.0)
+    assert board.read(0).busy_seconds == 3.0
+    slot.request_started(20.0)       # the idle gap 13..20 is not counted
+    slot.request_finished(20.5)
+    assert board.read(0).busy_seconds == 3.5
+
+
 def test_release_frees_the_slot(board):
     board.claim(1, 11, 2, 3.0)
     slot = board.slot(1)
