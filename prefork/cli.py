@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show the pool: PID, generation, activity, "
                                                 "age, requests, RSS")
     steering.add_target_flags(status)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--format", choices=("table", "json", "prometheus"), default="table",
+                        help="a table, JSON, or Prometheus text (default: %(default)s)")
+    status.add_argument("--json", dest="format", action="store_const", const="json",
+                        help="the same as --format json")
     scale = commands.add_parser("scale", help="set the pool size: N, +N or -N")
     steering.add_target_flags(scale)
     scale.add_argument("workers", metavar="N|+N|-N")

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import config as config_mod
+from . import config as config_mod, metrics
 from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, PreforkError
-from .supervisor import control, pidfile
+from .supervisor import control, pidfile, status as status_mod
 
 STOP_WAIT = 60.0
 
@@ -130,8 +130,10 @@ def status(args: argparse.Namespace) -> int:
         report = _ask(sock, {"cmd": "status"})
     else:
         report = _status_from_proc(pidfile.read_pid(pid_path))
-    if args.json:
+    if args.format == "json":
         print(json.dumps(report, indent=2))
+    elif args.format == "prometheus":
+        print(metrics.render(report), end="")
     else:
         print(format_status(report))
     return EXIT_OK
@@ -174,13 +176,13 @@ def _status_from_proc(pid: int) -> Dict[str, Any]:
         workers.append({"pid": child, "generation": generation, "state": "running",
                         "busy": None, "for": 0.0, "age": uptime - started / ticks,
                         "requests": None, "rss": _rss(child)})
-    return {"pid": pid, "workers": workers, "note": "from /proc: use --control-socket "
-                                                    "for activity and request counts"}
+    return {"pid": pid, "rss": _rss(pid), "started": status_mod.start_time(pid),
+            "workers": workers, "note": "from /proc: use --control-socket "
+                                        "for activity and request counts"}
 
 
 def _rss(pid: int) -> int:
-    from .supervisor.status import rss_bytes
-    return rss_bytes(pid)
+    return status_mod.rss_bytes(pid)
 
 
 def _alive(pid: int) -> bool:

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional
 
 from setproctitle import setproctitle
 
-from .. import log, sockets, target
+from .. import log, metrics, sockets, target
 from ..config import Config
 from ..errors import PreforkError
 from ..reports import BOOT_ERROR, READY, ReportPipe
@@ -34,6 +34,7 @@ from .daemon import NOT_DAEMON, Readiness
 from .events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify, RecycleWanted,
                      Reload, ReloadFailed, ReopenLogs, Scale, Signal, Spawn, Spawned,
                      SpawnFailed, Start, Tick, WorkerReady)
+from .metrics_server import MetricsServer
 from .pidfile import PidFile
 
 logger = logging.getLogger("prefork")
@@ -69,6 +70,7 @@ class Master:
         self.listeners = sockets.ListenerSet(config.backlog)
         self.generations: Dict[int, Generation] = {}
         self.control: Optional[ControlServer] = None
+        self.metrics: Optional[MetricsServer] = None
         self.activated: List[sockets.Listener] = []
         self.readiness: Readiness = NOT_DAEMON
         self._pending: Optional[Generation] = None
@@ -92,6 +94,9 @@ class Master:
             bound = self.listeners.acquire(sockets.parse_all(self.config.bind))
         self._log_fresh_listeners()
         self.generations[1] = Generation(self.config, spec, bound)
+        if self.config.metrics_bind:    # before the control socket: a failure leaves no file
+            self.metrics = MetricsServer(self.config.metrics_bind, self._render_metrics)
+            logger.info("metrics at http://%s/metrics", self.metrics.name)
         if self.config.control_socket:
             self.control = ControlServer(self.config.control_socket, self._respond)
 
@@ -102,6 +107,8 @@ class Master:
             fds.append(self.pidfile.fd)
         if self.control is not None:
             fds.append(self.control.fileno())
+        if self.metrics is not None:
+            fds.append(self.metrics.fileno())
         return fds
 
     def _log_fresh_listeners(self) -> None:
@@ -137,6 +144,8 @@ class Master:
             os.close(self.alive_w)
             if self.control is not None:
                 self.control.close()
+            if self.metrics is not None:
+                self.metrics.close()
             if self.pidfile is not None:
                 self.pidfile.remove()
 
@@ -146,9 +155,12 @@ class Master:
         deadline = self.arbiter.next_deadline()
         timeout = TICK if deadline is None else min(TICK, max(0.0, deadline - time.monotonic()))
         waiting = [self.signals, self.reports] + ([self.control] if self.control else [])
-        readable, _, _ = select.select(waiting, [], [], timeout)
+        reading, writing = self.metrics.waiting() if self.metrics else ([], [])
+        readable, writable, _ = select.select(waiting + reading, writing, [], timeout)
         if self.control is not None and self.control in readable:
             self.control.handle_one()
+        if self.metrics is not None:
+            self.metrics.handle(readable, writable)
         events: List[object] = self._queued
         self._queued = []
         for sig in self.signals.read():
@@ -279,6 +291,9 @@ class Master:
             return {"ok": True, "pid": os.getpid(), "workers": max(1, workers)}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
+    def _render_metrics(self) -> str:
+        return metrics.render(status.snapshot(self.arbiter, self.scoreboard, self.config.target))
+
     def _spawn(self, action: Spawn) -> Optional[int]:
         generation = self.generations[action.generation]
         self.scoreboard.claim(action.slot, 0, action.generation, time.monotonic())
@@ -309,6 +324,8 @@ class Master:
             self.reports.close_read_end_in_child()
             if self.control is not None:
                 self.control.close_in_child()
+            if self.metrics is not None:
+                self.metrics.close_in_child()
             if self.pidfile is not None:
                 self.pidfile.release()
             self.readiness.close_in_child()

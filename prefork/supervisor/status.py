@@ -10,6 +10,7 @@ from ..scoreboard import STATE_NAMES, Scoreboard
 from .arbiter import Arbiter
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -19,6 +20,22 @@ def rss_bytes(pid: int) -> int:
             return int(f.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def start_time(pid: int) -> float:
+    """When ``pid`` started, in seconds since the Unix epoch (0.0 if /proc cannot tell).
+
+    /proc/PID/stat gives it in clock ticks since boot; /proc/stat's btime is
+    the boot time, which is how process exporters compute it too.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return 0.0
+    return boot + ticks / _TICKS
 
 
 def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str) -> Dict[str, Any]:
@@ -41,5 +58,6 @@ def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str) -> Dict[str,
     return {"pid": os.getpid(), "target": target, "generation": arbiter.generation,
             "workers_wanted": arbiter.target, "phase": arbiter.phase,
             "reloading": arbiter.reloading and bool(arbiter.stable),
-            "rss": rss_bytes(os.getpid()), "workers": workers,
+            "rss": rss_bytes(os.getpid()), "started": start_time(os.getpid()),
+            "workers": workers,
             "reloads": arbiter.reloads, "restarts": dict(arbiter.restarts)}

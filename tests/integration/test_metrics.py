@@ -1,0 +1,226 @@
+"""Prometheus metrics: ``prefork status --format prometheus`` and ``GET /metrics`` on metrics_bind."""
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from daemonized import ECHO, daemon  # noqa: E402,F401 (daemon is a fixture)
+from harness import echo_once, run_prefork, wait_until  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_CLIENTS = 8        # prefork.supervisor.metrics_server
+CLIENT_DEADLINE = 5.0
+
+
+def start(prefork_server, tmp_path: Path, *extra: str, workers: int = 2):
+    sock = tmp_path / "control.sock"
+    server = prefork_server("serve", ECHO, "-b", "127.0.0.1:0", "-w", str(workers),
+                            "--metrics-bind", "127.0.0.1:0", "--control-socket", str(sock),
+                            *extra)
+    server.wait_ready()
+    return server, sock
+
+
+def metrics_address(log: str) -> tuple:
+    m = re.search(r"metrics at http://([\d.]+):(\d+)/metrics", log)
+    assert m, log
+    return m.group(1), int(m.group(2))
+
+
+def scrape(address: tuple, path: str = "/metrics", timeout: float = 10.0):
+    """(status, headers, body) of one GET."""
+    url = f"http://{address[0]}:{address[1]}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read().decode()
+
+
+def samples(text: str) -> dict:
+    """{name: {frozenset(labels): value}} as prometheus_client parses it."""
+    found: dict = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found.setdefault(s.name, {})[frozenset(s.labels.items())] = s.value
+    return found
+
+
+def per_pid(parsed: dict, name: str) -> dict:
+    return {int(dict(k)["pid"]): v for k, v in parsed.get(name, {}).items()}
+
+
+def status(sock: Path, fmt: str, cwd: Path) -> str:
+    result = run_prefork(["status", "--control-socket", str(sock), "--format", fmt], cwd,
+                         timeout=15)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.timeout(30)
+def test_status_format_prometheus_counts_requests(prefork_server, tmp_path):
+    server, sock = start(prefork_server, tmp_path)
+    workers = server.wait_workers(lambda p: len(p) == 2)
+    for i in range(3):
+        assert echo_once(server.address, b"%d\n" % i) == b"%d\n" % i
+
+    def counted() -> dict:
+        return samples(status(sock, "prometheus", tmp_path))
+    wait_until(lambda: sum(per_pid(counted(), "prefork_worker_requests_total").values()) == 3,
+               5, "3 requests counted")
+    parsed = counted()
+    assert set(per_pid(parsed, "prefork_worker_requests_total")) == workers
+    assert all(v > 1024 * 1024 for v in per_pid(parsed, "prefork_worker_rss_bytes").values())
+    assert parsed["prefork_workers_wanted"] == {frozenset(): 2}
+    assert parsed["prefork_workers_ready"] == {frozenset(): 2}
+    assert parsed["prefork_generation"] == {frozenset(): 1}
+    # --json is still --format json.
+    result = run_prefork(["status", "--control-socket", str(sock), "--json"], tmp_path)
+    assert json.loads(result.stdout)["pid"] == server.pid
+
+
+@pytest.mark.timeout(30)
+def test_get_metrics_matches_status(prefork_server, tmp_path):
+    server, sock = start(prefork_server, tmp_path)
+    address = metrics_address(server.log())
+    for _ in range(4):
+        echo_once(server.address)
+    wait_until(lambda: sum(w["requests"] for w in json.loads(status(sock, "json", tmp_path))
+                           ["workers"]) == 4, 5, "4 requests counted")
+    code, headers, body = scrape(address)
+    assert code == 200 and headers["Content-Type"] == CONTENT_TYPE
+    assert int(headers["Content-Length"]) == len(body.encode())
+    assert headers["Connection"] == "close"
+    parsed = samples(body)
+    report = json.loads(status(sock, "json", tmp_path))
+    assert per_pid(parsed, "prefork_worker_requests_total") == \
+        {w["pid"]: w["requests"] for w in report["workers"]}
+    assert parsed["prefork_master_info"] == {
+        frozenset({"pid": str(server.pid), "target": ECHO}.items()): 1}
+    assert parsed["prefork_worker_restarts_total"][frozenset({"reason": "crash"}.items())] == 0
+
+    code, _, body = scrape(address, "/")
+    assert code == 404 and "/metrics" in body
+    code, _, _ = scrape(address, "/metrics?x=1")
+    assert code == 200
+
+
+@pytest.mark.timeout(30)
+def test_workers_do_not_hold_the_metrics_socket(prefork_server, tmp_path):
+    server, _ = start(prefork_server, tmp_path)
+    _, port = metrics_address(server.log())
+    inode = listening_inode(port)
+    assert f"socket:[{inode}]" in socket_links(server.pid)
+    for worker in server.wait_workers(lambda p: len(p) == 2):
+        assert f"socket:[{inode}]" not in socket_links(worker), worker
+
+
+@pytest.mark.timeout(40)
+def test_silent_clients_hold_neither_the_control_socket_nor_supervision(prefork_server,
+                                                                        tmp_path):
+    server, sock = start(prefork_server, tmp_path)
+    address = metrics_address(server.log())
+    before = server.wait_workers(lambda p: len(p) == 2)
+    silent = [socket.create_connection(address, timeout=30) for _ in range(MAX_CLIENTS + 2)]
+    try:
+        began = time.monotonic()
+        report = json.loads(status(sock, "json", tmp_path))
+        assert report["pid"] == server.pid
+        assert time.monotonic() - began < CLIENT_DEADLINE - 1, "status waited for the clients"
+
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        server.wait_workers(lambda p: victim not in p and len(p) == 2, timeout=3)
+        server.wait_for(r"worker \d+ \(gen 1\) was killed by SIGKILL")
+        assert time.monotonic() - began < CLIENT_DEADLINE, "replaced only once clients left"
+
+        # Slots free up at the deadline: a scrape waiting behind them is answered then.
+        code, _, body = scrape(address, timeout=CLIENT_DEADLINE + 10)
+        assert code == 200
+        parsed = samples(body)
+        assert parsed["prefork_worker_restarts_total"][
+            frozenset({"reason": "crash"}.items())] == 1
+        assert victim not in per_pid(parsed, "prefork_worker_requests_total")
+        for s in silent[:MAX_CLIENTS]:      # the ones held were closed by the master
+            s.settimeout(CLIENT_DEADLINE + 5)
+            assert s.recv(10) == b""
+    finally:
+        for s in silent:
+            s.close()
+
+
+@pytest.mark.timeout(30)
+def test_metrics_bind_in_use_exits_4_naming_it(prefork_server, tmp_path):
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        taken = "127.0.0.1:%d" % holder.getsockname()[1]
+        sock = tmp_path / "control.sock"
+        server = prefork_server("serve", ECHO, "-b", "127.0.0.1:0", "-w", "1",
+                                "--metrics-bind", taken, "--control-socket", str(sock))
+        assert server.wait_exit() == 4
+    error = server.log()
+    assert f"metrics_bind: cannot bind {taken}: address already in use" in error, error
+    assert "starting generation" not in error
+    assert not sock.exists()
+
+
+@pytest.mark.timeout(30)
+def test_bad_metrics_bind_exits_2_naming_it(prefork_server):
+    server = prefork_server("serve", ECHO, "-b", "127.0.0.1:0", "--metrics-bind", "nowhere")
+    assert server.wait_exit() == 2
+    assert "'metrics_bind'" in server.log(), server.log()
+
+
+@pytest.mark.timeout(30)
+def test_daemon_serves_metrics_and_pidfile_status_renders_proc(daemon):
+    d = daemon()
+    result = d.start(ECHO, "-b", "127.0.0.1:0", "-w", "2", "--metrics-bind", "127.0.0.1:0")
+    assert result.returncode == 0, result.stderr + d.log()
+    workers = d.wait_workers(lambda p: len(p) == 2)
+    code, _, body = scrape(metrics_address(d.log()))
+    assert code == 200 and set(per_pid(samples(body), "prefork_worker_rss_bytes")) == workers
+
+    result = d.ctl("status", "--pidfile", str(d.pidfile), "--format", "prometheus")
+    assert result.returncode == 0, result.stderr
+    parsed = samples(result.stdout)
+    # /proc knows the processes and their memory, not their requests.
+    assert set(per_pid(parsed, "prefork_worker_rss_bytes")) == workers
+    assert parsed["prefork_workers_alive"] == {frozenset(): 2}
+    assert "prefork_worker_requests_total" not in parsed
+    assert list(parsed["prefork_master_rss_bytes"].values())[0] > 0
+
+
+# -- /proc helpers ---------------------------------------------------------------
+
+
+def listening_inode(port: int) -> str:
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(":%04X" % port) and fields[3] == "0A":   # LISTEN
+            return fields[9]
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def socket_links(pid: int) -> set:
+    links = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            links.add(os.readlink(fd))
+        except OSError:
+            pass
+    return links
