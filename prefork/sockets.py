@@ -81,14 +81,20 @@ def parse_all(texts: Iterable[str]) -> List[BindSpec]:
     return specs
 
 
-def bind(spec: BindSpec, backlog: int) -> Listener:
-    """Create, bind and listen; raise BindError naming the address on failure."""
+def _resolve(spec: BindSpec) -> tuple:
+    """(family, type, proto, sockaddr) for ``spec``; BindError if the name does not resolve."""
     try:
         infos = socket.getaddrinfo(spec.host, spec.port, spec.family, socket.SOCK_STREAM,
                                    0, socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise BindError(f"cannot bind {spec.text}: {exc.strerror}") from None
     family, kind, proto, _, sockaddr = infos[0]
+    return family, kind, proto, sockaddr
+
+
+def bind(spec: BindSpec, backlog: int) -> Listener:
+    """Create, bind and listen; raise BindError naming the address on failure."""
+    family, kind, proto, sockaddr = _resolve(spec)
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -141,6 +147,16 @@ def set_nodelay(sock: socket.socket) -> None:
 SD_LISTEN_FDS_START = 3
 
 
+def from_fd(fd: int, label: str) -> Listener:
+    """A Listener for an open listening socket (socket activation, an upgrade)."""
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    set_nodelay(sock)
+    address = sock.getsockname()
+    host, port = (address[0], address[1]) if isinstance(address, tuple) else (address, 0)
+    return Listener(BindSpec(label, sock.family, str(host), port), sock)
+
+
 def from_systemd() -> List[Listener]:
     """Listening sockets passed by systemd socket activation (LISTEN_FDS), if any.
 
@@ -155,13 +171,7 @@ def from_systemd() -> List[Listener]:
     found = []
     for i in range(int(count)):
         fd = SD_LISTEN_FDS_START + i
-        sock = socket.socket(fileno=fd)
-        sock.setblocking(False)
-        set_nodelay(sock)
-        address = sock.getsockname()
-        host, port = (address[0], address[1]) if isinstance(address, tuple) else (address, 0)
-        label = labels[i] if i < len(labels) else f"fd://{fd}"
-        found.append(Listener(BindSpec(label, sock.family, str(host), port), sock))
+        found.append(from_fd(fd, labels[i] if i < len(labels) else f"fd://{fd}"))
     return found
 
 
@@ -175,7 +185,19 @@ class ListenerSet:
     def __init__(self, backlog: int) -> None:
         self.backlog = backlog
         self._by_spec: dict = {}
+        self._spares: List[Listener] = []
         self.fresh: List[Listener] = []
+
+    def inherit(self, listeners: Sequence[Listener]) -> None:
+        """Sockets an old master handed over: :meth:`acquire` takes them instead of
+        binding the same address again (which would fail while the old one lives)."""
+        self._spares = list(listeners)
+
+    def close_spares(self) -> None:
+        """Inherited sockets the config no longer binds."""
+        for listener in self._spares:
+            listener.close()
+        self._spares = []
 
     def acquire(self, specs: Sequence[BindSpec]) -> List[Listener]:
         """Return listeners for ``specs``, binding the missing ones.
@@ -187,7 +209,7 @@ class ListenerSet:
         try:
             for spec in specs:
                 if spec not in self._by_spec:
-                    listener = bind(spec, self.backlog)
+                    listener = self._take_spare(spec) or bind(spec, self.backlog)
                     fresh.append(listener)
                     self._by_spec[spec] = listener
         except BindError:
@@ -197,6 +219,18 @@ class ListenerSet:
             raise
         self.fresh = fresh
         return [self._by_spec[s] for s in specs]
+
+    def _take_spare(self, spec: BindSpec) -> Optional[Listener]:
+        # The same text first: ":0" (any free port) means the port already got.
+        found = [l for l in self._spares if l.spec.text == spec.text]
+        if not found and self._spares:
+            family, _, _, sockaddr = _resolve(spec)
+            found = [l for l in self._spares
+                     if l.sock.family == family and l.address[:2] == sockaddr[:2]]
+        if not found:
+            return None
+        self._spares.remove(found[0])
+        return Listener(spec, found[0].sock)
 
     def adopt(self, listeners: Sequence[Listener]) -> None:
         """Take over sockets made elsewhere (socket activation)."""

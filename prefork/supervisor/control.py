@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import stat
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from ..errors import PreforkError
 
@@ -24,9 +24,13 @@ MAX_REQUEST = 64 * 1024
 class ControlServer:
     """Listens at ``path``; :meth:`handle_one` answers one client via ``respond``."""
 
-    def __init__(self, path: str, respond: Callable[[Dict[str, Any]], Dict[str, Any]]) -> None:
+    def __init__(self, path: str, respond: Callable[[Dict[str, Any]], Dict[str, Any]],
+                 inherited: Optional[socket.socket] = None) -> None:
         self.path = os.path.abspath(path)
         self.respond = respond
+        if inherited is not None:     # an old master's socket, handed over on USR2
+            self.sock = inherited
+            return
         _remove_if_stale(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)    # created 0600: no window where others may connect

@@ -89,10 +89,15 @@ def _wait(fd: int) -> tuple:
         if not chunk:
             break
         data += chunk
+    return parse_outcome(data)
+
+
+def parse_outcome(data: bytes, who: str = "the daemon") -> tuple:
+    """(status, message) from what a :class:`Readiness` wrote: (0, "") for ok."""
     text = data.decode("utf-8", "replace").strip()
     if text == "ok":
         return EXIT_OK, ""
     if text.startswith("fail "):
         _, status, message = (text.split(" ", 2) + [""])[:3]
         return int(status) if status.isdigit() else EXIT_FAILURE, message
-    return EXIT_FAILURE, "the daemon exited before its workers were ready (see the error log)"
+    return EXIT_FAILURE, f"{who} exited before its workers were ready (see the error log)"

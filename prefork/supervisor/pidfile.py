@@ -26,6 +26,16 @@ class PidFile:
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         self.fd: Optional[int] = None
+        self.owned = False     # ours to unlink: we made it, or our PID is in it
+
+    @classmethod
+    def adopt(cls, path: str, fd: int) -> "PidFile":
+        """Take over an old master's locked file (USR2): the lock belongs to the
+        open file description, which the new master inherited.  Not ours to
+        unlink until :meth:`write` puts our PID in it."""
+        pidfile = cls(path)
+        pidfile.fd = fd
+        return pidfile
 
     def acquire(self) -> None:
         """Lock the file, creating it if needed; AlreadyRunning if it is held."""
@@ -49,7 +59,7 @@ class PidFile:
             except FileNotFoundError:
                 same = False
             if same:
-                self.fd = fd
+                self.fd, self.owned = fd, True
                 return
             os.close(fd)
 
@@ -59,15 +69,17 @@ class PidFile:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)   # one small write: readers see all of it or nothing
         os.fsync(self.fd)
+        self.owned = True
 
     def remove(self) -> None:
         """Unlink the file (while still holding the lock) and release it."""
         if self.fd is None:
             return
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        if self.owned:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
         os.close(self.fd)
         self.fd = None
 
@@ -76,6 +88,27 @@ class PidFile:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def take(path: str, inherited_fd: Optional[int] = None) -> Optional[PidFile]:
+    """The master's pidfile for ``path`` ('' = none), locked.
+
+    ``inherited_fd`` is an old master's locked pidfile (USR2): adopted when it
+    is the same file, else closed so the old lock is not kept by mistake.
+    """
+    if inherited_fd is not None:
+        try:
+            same = bool(path) and os.path.samestat(os.fstat(inherited_fd), os.stat(path))
+        except OSError:
+            same = False
+        if same:
+            return PidFile.adopt(path, inherited_fd)
+        os.close(inherited_fd)
+    if not path:
+        return None
+    pidfile = PidFile(path)
+    pidfile.acquire()
+    return pidfile
 
 
 def read_pid(path: str) -> int:

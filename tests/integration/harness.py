@@ -72,7 +72,7 @@ class PreforkProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {count}x {pattern!r} in the log within {timeout} s:\n"
                                      + self.log()[-4000:])
-            if self.proc.poll() is not None and len(matches) < count:
+            if self.pid == self.proc.pid and self.proc.poll() is not None:
                 # One last read: the line may have been written just before exit.
                 if len(list(regex.finditer(self.log()))) >= count:
                     continue
@@ -129,6 +129,12 @@ class PreforkProcess:
     def signal(self, sig: int) -> None:
         self.seen_pids.update(self.worker_pids())
         os.kill(self.pid, sig)
+
+    def follow_master(self, pid: int) -> None:
+        """After an upgrade: ``pid`` is the master now (signals, workers, cleanup)."""
+        self.seen_pids.update(self.worker_pids())
+        self.seen_pids.add(pid)
+        self.pid = pid
 
     def wait_exit(self, timeout: float = DEFAULT_DEADLINE) -> int:
         try:

@@ -1,0 +1,71 @@
+"""Looping HTTP clients for the tests that change the server under load.
+
+A :class:`Load` runs ``clients`` threads against an address until stopped;
+each counts what succeeded and records what failed.  Half of them keep one
+connection open (reconnecting only when the server says Connection: close),
+half open a new connection per request, so both ways a deploy can lose a
+request are covered.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from typing import Callable, List, Optional
+
+
+class Load:
+    def __init__(self, address: tuple, clients: int = 8, path: str = "/hello/",
+                 check: Optional[Callable[[bytes], bool]] = None) -> None:
+        self.address = address
+        self.path = path
+        self.check = check or (lambda body: bool(body))
+        self.ok = 0
+        self.failed: List[str] = []
+        self.bodies: List[bytes] = []     # in the order they arrived
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(i % 2 == 0,), daemon=True)
+                         for i in range(clients)]
+
+    def __enter__(self) -> "Load":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+    def count(self) -> int:
+        with self._lock:
+            return self.ok
+
+    def _loop(self, keepalive: bool) -> None:
+        conn = http.client.HTTPConnection(*self.address, timeout=10)
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            body = b""
+            try:
+                conn.request("GET", f"{self.path}?n={n}")
+                response = conn.getresponse()
+                body = response.read()
+                ok = response.status == 200 and self.check(body)
+                outcome = None if ok else f"status {response.status}: {body[:80]!r}"
+                if not keepalive or response.getheader("Connection", "").lower() == "close":
+                    conn.close()    # http.client reconnects on the next request
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = repr(exc)
+                conn.close()
+            with self._lock:
+                if outcome is None:
+                    self.ok += 1
+                    self.bodies.append(body)
+                else:
+                    self.failed.append(outcome)
+        conn.close()
