@@ -1,4 +1,4 @@
-"""Prometheus metrics: ``prefork status --format prometheus`` and ``GET /metrics`` on metrics_bind."""
+"""Prometheus metrics: `prefork status --format prometheus` and GET /metrics at metrics_bind."""
 
 import json
 import os
