@@ -11,14 +11,21 @@ from __future__ import annotations
 import mmap
 import struct
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Tuple
 
 # pid, generation, state, booted, heartbeat, requests, connections, request_start,
 # busy_total: the four a request updates are adjacent, so each update is one
-# pack_into.  The rest of the slot is free for what a worker is doing now.
+# pack_into.  ``connections`` counts requests in flight (for a handler class,
+# a connection is its one request).
 _SLOT = struct.Struct("=qqqddqqdd")
 SLOT_SIZE = 256
-assert _SLOT.size <= SLOT_SIZE
+# Then, only while request_timeout is on, the request the worker has been
+# running longest: since when (0.0 = none), and what it is, as UTF-8 text
+# padded with NULs (see prefork.worker.inflight).
+DOING_SIZE = 160
+_RUNNING_AT = _SLOT.size
+_SHOWN = struct.Struct(f"=d{DOING_SIZE}s")
+assert _RUNNING_AT + _SHOWN.size <= SLOT_SIZE
 
 _STATE_AT = struct.calcsize("=qq")
 _HEARTBEAT_AT = struct.calcsize("=qqqd")
@@ -45,6 +52,8 @@ class SlotView:
     heartbeat: float
     request_start: float
     busy_seconds: float = 0.0    # total time with at least one request in flight
+    running_since: float = 0.0   # the longest-running request (request_timeout on)
+    doing: str = ""              # what that request is
 
 
 class Scoreboard:
@@ -58,18 +67,33 @@ class Scoreboard:
         """Reset ``slot`` for a new worker (the master does this right after fork)."""
         _SLOT.pack_into(self._mm, slot * SLOT_SIZE, pid, generation, BOOTING, now, now,
                         0, 0, 0.0, 0.0)
+        _SHOWN.pack_into(self._mm, slot * SLOT_SIZE + _RUNNING_AT, 0.0, b"")
 
     def set_pid(self, slot: int, pid: int) -> None:
         _LONG.pack_into(self._mm, slot * SLOT_SIZE, pid)
 
     def release(self, slot: int) -> None:
         _SLOT.pack_into(self._mm, slot * SLOT_SIZE, 0, 0, FREE, 0.0, 0.0, 0, 0, 0.0, 0.0)
+        _SHOWN.pack_into(self._mm, slot * SLOT_SIZE + _RUNNING_AT, 0.0, b"")
 
     def read(self, slot: int) -> SlotView:
         pid, generation, state, booted, heartbeat, requests, connections, start, busy = \
             _SLOT.unpack_from(self._mm, slot * SLOT_SIZE)
+        since, doing = self.running(slot)
         return SlotView(slot, pid, generation, state, requests, connections, booted,
-                        heartbeat, start, busy)
+                        heartbeat, start, busy, since, doing)
+
+    def running(self, slot: int) -> Tuple[float, str]:
+        """The request ``slot``'s worker has been running longest: (since, what), or (0.0, "").
+
+        Not atomic against the worker's write: a request ending right now
+        may pair its start with the next one's text.  The master only acts on
+        a start older than request_timeout, which nothing is rewriting.
+        """
+        since, raw = _SHOWN.unpack_from(self._mm, slot * SLOT_SIZE + _RUNNING_AT)
+        if not since:
+            return 0.0, ""
+        return since, raw.rstrip(b"\0").decode("utf-8", "replace")
 
     def __iter__(self) -> Iterator[SlotView]:
         for slot in range(self.capacity):
@@ -102,6 +126,16 @@ class WorkerSlot:
 
     def set_state(self, state: int) -> None:
         _LONG.pack_into(self._mm, self._offset + _STATE_AT, state)
+
+    def show_running(self, since: float, doing: bytes) -> None:
+        """Publish the request running longest; ``doing`` is cut to DOING_SIZE bytes."""
+        if len(doing) > DOING_SIZE:
+            doing = doing[:DOING_SIZE - 3] + b"..."
+        _SHOWN.pack_into(self._mm, self._offset + _RUNNING_AT, since, doing)
+
+    def show_idle(self) -> None:
+        """No request running: only the time is cleared, the stale text is never read."""
+        _DOUBLE.pack_into(self._mm, self._offset + _RUNNING_AT, 0.0)
 
     def request_started(self, now: float) -> None:
         """``request_start`` is when the worker last went from idle to busy."""

@@ -19,7 +19,9 @@ import logging
 import socket
 import socketserver
 import time
-from typing import Any, Set, Type
+from typing import Any, Optional, Set, Type
+
+from ..worker.inflight import Tracker, client
 
 
 logger = logging.getLogger("prefork")
@@ -35,12 +37,14 @@ class TrackedSocket(socket.socket):
     replied yet is waiting for a first request and is left alone.
     """
 
-    __slots__ = ("waiting_since", "replied")
+    __slots__ = ("waiting_since", "replied", "inflight")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.waiting_since = 0.0
         self.replied = False     # only after a reply is a wait "between requests"
+        # request_timeout: a handler waiting for its client is not running.
+        self.inflight: Optional[Tracker] = None
 
     def send(self, *args: Any) -> int:
         self.replied = True
@@ -52,17 +56,25 @@ class TrackedSocket(socket.socket):
 
     def recv(self, *args: Any) -> bytes:
         self.waiting_since = time.monotonic()
+        if self.inflight is not None:
+            self.inflight.pause()
         try:
             return super().recv(*args)
         finally:
             self.waiting_since = 0.0
+            if self.inflight is not None:
+                self.inflight.resume()
 
     def recv_into(self, *args: Any) -> int:
         self.waiting_since = time.monotonic()
+        if self.inflight is not None:
+            self.inflight.pause()
         try:
             return super().recv_into(*args)
         finally:
             self.waiting_since = 0.0
+            if self.inflight is not None:
+                self.inflight.resume()
 
     @classmethod
     def adopt(cls, conn: socket.socket) -> "TrackedSocket":
@@ -91,10 +103,13 @@ class HandlerServer(socketserver.BaseServer):
     def accepted(self, conn: socket.socket, client_address: Any, loop: Any) -> None:
         """The worker loop accepted ``conn``: hand it to a handler, inline or on a thread."""
         conn = TrackedSocket.adopt(conn)
+        conn.inflight = loop.inflight
         self.prepare(conn)
         self.open.add(conn)
         loop.run_job(lambda: self.serve_connection(conn, client_address),
-                     lambda: self.open.discard(conn))
+                     lambda: self.open.discard(conn),
+                     what=lambda: f"{self.RequestHandlerClass.__name__} for "
+                                  f"{client(client_address)}")
 
     def close_idle(self, min_wait: float) -> None:
         """Graceful stop: end connections whose handler waits for input (see TrackedSocket).

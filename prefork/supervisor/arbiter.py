@@ -8,8 +8,9 @@ a fast unit test.
 The pool is kept by one rule, :meth:`Arbiter._reconcile`, run after every
 event: the *current* generation must have ``target`` live workers; workers
 marked for replacement (an older generation during a reload, or one that hit
-max_requests) are retired only once ``target`` current workers are ready.  A
-reload and a recycle are therefore the same motion, and capacity never dips.
+max_requests or max_rss) are retired only once ``target`` current workers are
+ready.  A reload and a recycle are therefore the same motion, and capacity
+never dips.  Whether a worker is stuck or bloated is judged in :mod:`.health`.
 """
 
 from __future__ import annotations
@@ -19,30 +20,15 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from ..errors import EXIT_OK, EXIT_TARGET
+from . import health
 from .events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify, RecycleWanted,
                      Reload, ReloadFailed, ReopenLogs, Scale, Signal, Spawn, Spawned,
                      SpawnFailed, Start, Tick, WorkerReady)
+from .health import ABORTED, backoff_delay, describe_exit
 
 RUNNING, STOPPING = "running", "stopping"
 ABORT_GRACE = 2.0       # seconds faulthandler gets to dump a traceback before KILL
 FAST_STOP_GRACE = 2.0   # seconds a QUIT worker gets before KILL
-BACKOFF_MAX = 30.0
-
-
-def backoff_delay(failures: int) -> float:
-    """Seconds to wait before the next boot after ``failures`` in a row."""
-    if failures <= 1:
-        return 0.0
-    return min(BACKOFF_MAX, 0.5 * 2 ** (failures - 2))
-
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with status {code}"
 
 
 @dataclass
@@ -53,9 +39,9 @@ class Worker:
     started: float
     ready: bool = False
     outgoing: bool = False      # its generation is being replaced by a reload
-    recycle: str = ""           # why it is to be replaced: "max_requests", ...
+    recycle: str = ""           # why it is to be replaced: "max_requests", "max_rss"
     retiring: bool = False      # told to stop (TERM or QUIT): not counted any more
-    why_stopped: str = ""       # "retired", "timeout", "stop": why we signalled it
+    why_stopped: str = ""       # "retired", "stop", or one of ABORTED: why we signalled it
     escalate_at: Optional[float] = None   # when to KILL if still alive
     killed: bool = False
 
@@ -70,15 +56,16 @@ class Worker:
 class Arbiter:
     """Decides what the master does; see the module docstring.
 
-    ``capacity`` is the number of scoreboard slots; ``timeout`` and
-    ``graceful_timeout`` are the config values of the same names.
+    ``capacity`` is the number of scoreboard slots; the other keywords are
+    the config values of the same names.
     """
 
     def __init__(self, workers: int, *, capacity: int, timeout: float,
-                 graceful_timeout: float) -> None:
+                 graceful_timeout: float, request_timeout: float = 0.0,
+                 max_rss: int = 0) -> None:
         self.target = workers
         self.capacity = capacity
-        self.timeout = timeout
+        self.limits = health.Limits(timeout, request_timeout, max_rss)
         self.graceful_timeout = graceful_timeout
         self.workers: Dict[int, Worker] = {}
         self.spawning: Dict[int, int] = {}      # slot -> generation, fork under way
@@ -90,11 +77,11 @@ class Arbiter:
         self.boot_failures = 0
         self.next_spawn_at = 0.0
         self._full_logged = False
-        # Worker exits by reason, for the metrics; see _exit_reason.
+        # Worker exits by reason, for the metrics; see health.exit_reason.
         self.restarts: Dict[str, int] = {}
         self.reloads = 0
         # Pool settings of the stable generation, restored if a reload aborts.
-        self._stable_settings = (workers, timeout, graceful_timeout)
+        self._stable_settings = (workers, self.limits, graceful_timeout)
 
     # -- the one entry point -------------------------------------------------
 
@@ -157,7 +144,7 @@ class Arbiter:
         w = self.workers.pop(event.pid, None)
         if w is None:
             return []
-        reason = self._exit_reason(w)
+        reason = health.exit_reason(w, self.phase == STOPPING)
         if reason:
             self.restarts[reason] = self.restarts.get(reason, 0) + 1
         how = describe_exit(event.code)
@@ -166,45 +153,42 @@ class Arbiter:
         if not w.ready:
             return self._boot_failed(w.generation, f"{w.label()} {how} before it was ready",
                                      now, code=event.code)
-        if w.why_stopped == "timeout":
-            return [Log("info", f"{w.label()} {how} after its timeout; replacing it")]
+        if w.why_stopped in ABORTED:
+            return [Log("info", f"{w.label()} {how} after its {w.why_stopped}; replacing it")]
         if w.generation != self.generation:
             return [Log("warning", f"{w.label()} {how} unexpectedly (its generation is "
                                    "being replaced)")]
         return [Log("warning", f"{w.label()} {how} unexpectedly; replacing it")]
-
-    def _exit_reason(self, w: Worker) -> str:
-        """Why a worker that just exited had to go; "" for a stop of the whole pool."""
-        if self.phase == STOPPING or w.why_stopped == "stop":
-            return ""
-        if w.why_stopped == "retired":
-            return w.recycle or ("reload" if w.outgoing else "scale")
-        if w.why_stopped:
-            return w.why_stopped          # "timeout"
-        return "crash" if w.ready else "boot_failure"
 
     def _on_Tick(self, event: Tick, now: float) -> List[object]:
         actions: List[object] = []
         for w in self.workers.values():
             if w.killed:
                 continue
-            if w.escalate_at is not None:
-                if now >= w.escalate_at:
-                    actions.append(Kill(w.pid, signal.SIGKILL))
-                    w.killed, w.escalate_at = True, None
-                    if w.why_stopped != "timeout":
-                        actions.append(Log("warning", f"{w.label()} did not stop in time; killed"))
+            if w.escalate_at is not None:    # already being stopped: only its deadline counts
+                actions += self._escalate(w, now)
                 continue
-            last = max(w.started, event.heartbeats.get(w.pid, 0.0))
-            if now - last > self.timeout:
-                state = "still booting" if not w.ready else "no heartbeat"
-                actions.append(Log("error", f"{w.label()} timed out ({state} for "
-                                            f"{now - last:.1f} s); dumping its traceback, "
-                                            "then killing it"))
-                actions.append(Kill(w.pid, signal.SIGABRT))
-                w.why_stopped, w.escalate_at = "timeout", now + ABORT_GRACE
+            verdict = health.stuck(w, event, now, self.limits)
+            if verdict is not None:
+                actions += [Log("error", f"{verdict.text}; dumping its traceback, then "
+                                         "killing it"), Kill(w.pid, signal.SIGABRT)]
+                w.why_stopped, w.escalate_at = verdict.reason, now + ABORT_GRACE
                 w.retiring = True
+                continue
+            verdict = health.over_memory(w, event, self.limits)
+            if verdict is not None:
+                w.recycle = verdict.reason
+                actions.append(Log("warning", verdict.text))
         return actions
+
+    def _escalate(self, w: Worker, now: float) -> List[object]:
+        if now < w.escalate_at:
+            return []
+        w.killed, w.escalate_at = True, None
+        if w.why_stopped in ABORTED:     # the KILL was announced with the abort
+            return [Kill(w.pid, signal.SIGKILL)]
+        return [Kill(w.pid, signal.SIGKILL),
+                Log("warning", f"{w.label()} did not stop in time; killed")]
 
     def _on_Signal(self, event: Signal, now: float) -> List[object]:
         sig = event.sig
@@ -237,9 +221,10 @@ class Arbiter:
             return []
         actions: List[object] = [Notify("RELOADING=1")]
         if not self.reloading:
-            self._stable_settings = (self.target, self.timeout, self.graceful_timeout)
+            self._stable_settings = (self.target, self.limits, self.graceful_timeout)
         self.target = event.workers
-        self.timeout, self.graceful_timeout = event.timeout, event.graceful_timeout
+        self.limits = health.Limits(event.timeout, event.request_timeout, event.max_rss)
+        self.graceful_timeout = event.graceful_timeout
         self.last_generation += 1
         self.reloads += 1
         self.generation = self.last_generation
@@ -256,7 +241,8 @@ class Arbiter:
         return actions
 
     def _on_ReloadFailed(self, event: ReloadFailed, now: float) -> List[object]:
-        return [Log("error", f"reload failed: {event.reason}; generation {self.stable or self.generation} keeps serving")]
+        serving = self.stable or self.generation
+        return [Log("error", f"reload failed: {event.reason}; generation {serving} keeps serving")]
 
     # -- rules ---------------------------------------------------------------
 
@@ -338,7 +324,7 @@ class Arbiter:
             elif w.generation == self.stable:
                 w.outgoing = False
         self.generation = self.stable
-        self.target, self.timeout, self.graceful_timeout = self._stable_settings
+        self.target, self.limits, self.graceful_timeout = self._stable_settings
         self.boot_failures, self.next_spawn_at = 0, 0.0
         return actions + [Notify("READY=1")]
 

@@ -8,7 +8,7 @@ Plain frozen records, no behaviour: the vocabulary between
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Tuple
 
 
 # -- events -----------------------------------------------------------------
@@ -32,6 +32,8 @@ class Reload:
     workers: int
     timeout: float = 30.0
     graceful_timeout: float = 30.0
+    request_timeout: float = 0.0
+    max_rss: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,18 @@ class ChildExited:
 
 @dataclass(frozen=True)
 class Tick:
-    """Time passed; ``heartbeats`` maps live worker PIDs to their last heartbeat."""
+    """Time passed; what the scoreboard and /proc say about the live workers, by PID.
+
+    ``heartbeats``: the last heartbeat.  ``requests`` (read only while
+    request_timeout is on): since when the worker's longest-running request
+    has run, and what it is (``"GET / HTTP/1.1" from 10.0.0.1:5000``), or
+    ``(0.0, "")`` when it runs none.  ``rss`` (read only while max_rss is
+    on): resident bytes.
+    """
 
     heartbeats: Mapping[int, float] = field(default_factory=dict)
+    requests: Mapping[int, Tuple[float, str]] = field(default_factory=dict)
+    rss: Mapping[int, int] = field(default_factory=dict)
 
 
 # -- actions ----------------------------------------------------------------

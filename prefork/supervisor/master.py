@@ -3,7 +3,8 @@
 Each turn: wait on the signal pipe and the report pipe (at most a second,
 or until the arbiter's next deadline), then feed the arbiter, in order, the
 signals that arrived, the workers' reports, the children reaped with
-``waitpid(-1, WNOHANG)``, and a Tick carrying the scoreboard heartbeats.  The
+``waitpid(-1, WNOHANG)``, and a Tick carrying the scoreboard heartbeats (and
+the requests running and RSS, when request_timeout and max_rss are on).  The
 actions it returns are performed here and nowhere else.  All decisions live
 in :mod:`.arbiter`; this module only does what it is told.
 """
@@ -79,7 +80,9 @@ class Master:
         self._last_error = ""
         self.arbiter = Arbiter(config.workers, capacity=SCOREBOARD_SLOTS,
                                timeout=config.timeout,
-                               graceful_timeout=config.graceful_timeout)
+                               graceful_timeout=config.graceful_timeout,
+                               request_timeout=config.request_timeout,
+                               max_rss=config.max_rss)
 
     def bind(self) -> None:
         """Parse the target and bind every listener: before any fork, so errors exit early."""
@@ -176,13 +179,21 @@ class Master:
             else:
                 events.append(WorkerReady(pid) if kind == READY else RecycleWanted(pid))
         events.extend(self._reap())
-        events.append(Tick({w.pid: self.scoreboard.heartbeat_of(w.slot)
-                            for w in self.arbiter.workers.values()}))
+        events.append(self._tick())
         for event in events:
             status = self._feed(event)
             if status is not None:
                 return status
         return None
+
+    def _tick(self) -> Tick:
+        """What health is judged by; requests and RSS are read only while their limit is on."""
+        workers, limits = self.arbiter.workers.values(), self.arbiter.limits
+        board = self.scoreboard
+        return Tick({w.pid: board.heartbeat_of(w.slot) for w in workers},
+                    {w.pid: board.running(w.slot) for w in workers} if limits.request_timeout
+                    else {},
+                    {w.pid: status.rss_bytes(w.pid) for w in workers} if limits.max_rss else {})
 
     def _feed(self, event: object) -> Optional[int]:
         actions = self.arbiter.decide(event, time.monotonic())
@@ -206,7 +217,8 @@ class Master:
             return ReloadFailed(str(exc))
         self._log_fresh_listeners()
         self._pending = Generation(config, spec, bound)
-        return Reload(config.workers, config.timeout, config.graceful_timeout)
+        return Reload(config.workers, config.timeout, config.graceful_timeout,
+                      config.request_timeout, config.max_rss)
 
     def _reap(self) -> List[ChildExited]:
         exited = []

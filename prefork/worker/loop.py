@@ -28,6 +28,7 @@ from typing import Any, Callable, List, Optional, Set
 
 from ..scoreboard import DRAINING, READY, WorkerSlot
 from ..sockets import accept_queue_length
+from .inflight import Describe, Tracker
 
 logger = logging.getLogger("prefork")
 
@@ -47,7 +48,7 @@ class ServeLoop:
     def __init__(self, servers: List[Any], dispatcher: Any, slot: WorkerSlot,
                  signals: Any, alive_fd: int, graceful_timeout: float,
                  on_signal: Callable[[int], None], on_request_done: Callable[[], None],
-                 max_connections: int = 0) -> None:
+                 max_connections: int = 0, inflight: Optional[Tracker] = None) -> None:
         self.servers = servers
         self.dispatcher = dispatcher
         self.slot = slot
@@ -57,6 +58,7 @@ class ServeLoop:
         self.on_signal = on_signal
         self.on_request_done = on_request_done
         self.max_connections = max_connections
+        self.inflight = inflight    # only with request_timeout: timing costs on every request
         self.master_pid = os.getppid()
         self.selector = selectors.DefaultSelector()
         self.connections: Set[Any] = set()
@@ -104,19 +106,27 @@ class ServeLoop:
     # -- what protocols and servers call -----------------------------------
 
     def run_job(self, job: Callable[[], None], on_done: Optional[Callable[[], None]] = None,
-                counts: bool = True) -> None:
+                counts: bool = True, what: Optional[Describe] = None) -> None:
         """Run ``job`` on the dispatcher; ``on_done`` follows in this thread.
 
         ``counts``: the job is one request (scoreboard, max_requests).
+        ``what``: says which request the job runs app code for (request_timeout).
         """
         if counts:
             self.slot.request_started(time.monotonic())
+        inflight = self.inflight if what is not None else None
         if self.dispatcher.multithread:
+            if inflight is not None:   # timed in the thread that runs it
+                job = inflight.timed(job, what)
             self.dispatcher.run(job, lambda: self._job_done(on_done, counts))
             return
+        if inflight is not None:
+            inflight.begin(what)
         try:
             job()
         finally:
+            if inflight is not None:
+                inflight.end()
             self._job_done(on_done, counts)
             self.slot.heartbeat(time.monotonic())   # inline: beat between two jobs
 

@@ -33,6 +33,7 @@ from ..reports import BOOT_ERROR, READY, RECYCLE, ReportPipe
 from ..scoreboard import Scoreboard
 from ..sigpipe import SignalPipe
 from ..sockets import Listener
+from . import inflight
 from .dispatch import SyncDispatcher, ThreadDispatcher
 from .loop import IDLE_WAIT, ServeLoop
 
@@ -161,7 +162,9 @@ def _run(ctx: WorkerContext) -> int:
 
     loop = ServeLoop(servers, dispatcher, slot, signals, ctx.alive_fd,
                      config.graceful_timeout, on_signal, on_request_done,
-                     max_connections=0 if is_handler else config.worker_connections)
+                     max_connections=0 if is_handler else config.worker_connections,
+                     inflight=inflight.tracker(slot, kind == "thread")
+                     if config.request_timeout else None)
     loop.open()
     ctx.reports.send(READY, pid)
     logger.info("worker ready (gen %d, %s, %s)", ctx.generation,

@@ -203,13 +203,28 @@ def slow(environ, start_response):
     return [body]
 
 
+_hoard = []     # what grow() keeps, for the life of the worker
+
+
+def grow(environ, start_response):
+    """``?mib=N``: allocate N MiB more and keep it (max_rss); answers the PID and RSS."""
+    mib = int(query(environ).get("mib", "0"))
+    _hoard.append(b"\x01" * (mib << 20))    # written, so resident, unlike calloc'd zeros
+    with open("/proc/self/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    body = json.dumps({"pid": os.getpid(), "rss": rss}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
 validated_echo = validator(echo)
 validated_stream = validator(stream)
 validated_writer = validator(writer)
 
 ROUTES = {
     "stream": stream, "large": large, "write": writer, "closing": closing, "fail": failing,
-    "file": sendfile, "slow": slow, "hello": hello,
+    "file": sendfile, "slow": slow, "hello": hello, "grow": grow,
     "v-echo": validated_echo, "v-stream": validated_stream, "v-write": validated_writer,
 }
 

@@ -20,9 +20,11 @@ def logs(actions, level):
 class Pool:
     """Answers every Spawn with Spawned at once, as the master's shell does right after fork."""
 
-    def __init__(self, workers=2, *, capacity=16, timeout=30.0, graceful_timeout=30.0):
+    def __init__(self, workers=2, *, capacity=16, timeout=30.0, graceful_timeout=30.0,
+                 request_timeout=0.0, max_rss=0):
         self.arb = Arbiter(workers, capacity=capacity, timeout=timeout,
-                           graceful_timeout=graceful_timeout)
+                           graceful_timeout=graceful_timeout,
+                           request_timeout=request_timeout, max_rss=max_rss)
         self.last_pid = 100
 
     def decide(self, event, now=T):

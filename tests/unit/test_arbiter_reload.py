@@ -5,7 +5,7 @@ import signal
 import pytest
 
 from arbiter_driver import KILL, QUIT, TERM, T, Pool, effects, logs, running
-from prefork.supervisor.arbiter import BACKOFF_MAX, backoff_delay, describe_exit
+from prefork.supervisor.health import BACKOFF_MAX, Limits, backoff_delay, describe_exit
 from prefork.supervisor.events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify,
                                        Reload, ReloadFailed, Signal, Spawn, SpawnFailed, Start,
                                        Tick, WorkerReady)
@@ -91,13 +91,16 @@ def test_fork_failure_during_a_reload_aborts_it():
     assert "could not be forked: Cannot allocate memory" in logs(out, "error")[0]
 
 
-def test_aborted_reload_restores_the_old_pool_size_and_timeouts():
-    pool, (p1, p2) = running(2)
-    out = pool.decide(Reload(workers=3, timeout=5.0, graceful_timeout=7.0), T + 10)
+def test_aborted_reload_restores_the_old_pool_size_and_limits():
+    pool, (p1, p2) = running(2, request_timeout=9.0, max_rss=300)
+    out = pool.decide(Reload(workers=3, timeout=5.0, graceful_timeout=7.0, request_timeout=4.0,
+                             max_rss=100), T + 10)
+    assert (pool.arb.limits, pool.arb.graceful_timeout) == (Limits(5.0, 4.0, 100), 7.0)
     n1, n2, n3 = pool.fork(out, T + 10)
     out = pool.decide(ChildExited(n1, 1), T + 11)
     assert effects(out) == [Kill(n2, TERM), Kill(n3, TERM), Notify("READY=1")]
-    assert (pool.arb.target, pool.arb.timeout, pool.arb.graceful_timeout) == (2, 30.0, 30.0)
+    assert (pool.arb.target, pool.arb.limits, pool.arb.graceful_timeout) == (
+        2, Limits(30.0, 9.0, 300), 30.0)
 
 
 def test_a_reload_supersedes_an_unfinished_one():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from prefork.scoreboard import (BOOTING, DRAINING, FREE, READY, STATE_NAMES, Scoreboard,
-                                SlotView)
+from prefork.scoreboard import (BOOTING, DOING_SIZE, DRAINING, FREE, READY, STATE_NAMES,
+                                Scoreboard, SlotView)
 
 
 @pytest.fixture
@@ -122,3 +122,36 @@ def test_iteration_skips_free_slots_in_order(board):
     board.claim(3, 33, 1, 0.0)
     board.claim(0, 30, 1, 0.0)
     assert [v.pid for v in board] == [30, 33]
+
+
+def test_the_request_running_longest_is_shown_with_its_text(board):
+    board.claim(2, 20, 1, 1.0)
+    slot = board.slot(2)
+    assert board.running(2) == (0.0, "")
+    slot.show_running(5.5, '"GET /é HTTP/1.1" from 127.0.0.1:4000'.encode())
+    assert board.running(2) == (5.5, '"GET /é HTTP/1.1" from 127.0.0.1:4000')
+    view = board.read(2)
+    assert (view.running_since, view.doing) == (5.5, '"GET /é HTTP/1.1" from 127.0.0.1:4000')
+    slot.show_running(6.0, b"short")      # a shorter text leaves nothing of the longer one
+    assert board.running(2) == (6.0, "short")
+    slot.show_idle()
+    assert board.running(2) == (0.0, "")
+    assert board.read(2).requests == 0 and board.read(1).running_since == 0.0
+
+
+def test_a_long_description_is_cut_to_the_field(board):
+    board.claim(0, 10, 1, 1.0)
+    board.slot(0).show_running(2.0, b"x" * 1000)
+    since, doing = board.running(0)
+    assert len(doing) == DOING_SIZE and doing.endswith("...")
+    assert board.read(1).pid == 0      # the next slot is untouched
+
+
+def test_claim_and_release_forget_the_request(board):
+    board.claim(0, 10, 1, 1.0)
+    board.slot(0).show_running(2.0, b"old")
+    board.release(0)
+    assert board.running(0) == (0.0, "")
+    board.slot(0).show_running(2.0, b"old")
+    board.claim(0, 11, 2, 3.0)
+    assert board.running(0) == (0.0, "")

@@ -24,6 +24,7 @@ import tempfile
 import time
 from typing import Any, Optional
 
+from ...worker.inflight import client
 from .exchange import Exchange
 from .parser import ProtocolError, Request, RequestParser
 from .response import CONTINUE, error_response
@@ -192,7 +193,7 @@ class HttpConnection:
         if self.loop.dispatcher.multithread:
             self._want(0)   # not readable while the app runs: input waits in the kernel
         self._in_job = True
-        self.loop.run_job(self.exchange.run, self._after_job)
+        self.loop.run_job(self.exchange.run, self._after_job, what=self._describe)
 
     # -- writing responses ---------------------------------------------------
 
@@ -224,7 +225,7 @@ class HttpConnection:
             if self.loop.dispatcher.multithread:
                 self._want(0)
             self._in_job = True
-            self.loop.run_job(exchange.pump, self._after_job, counts=False)
+            self.loop.run_job(exchange.pump, self._after_job, counts=False, what=self._describe)
             return
         if self.server.access_log is not None:
             self._log()
@@ -340,3 +341,8 @@ class HttpConnection:
 
     def _log(self) -> None:
         self.server.log_access(self, self.request, self.exchange)
+
+    def _describe(self) -> str:
+        """The request a job runs, for request_timeout's log line."""
+        r = self.request
+        return f'"{r.method} {r.target} {r.version}" from {client(self.address)}'

@@ -1,0 +1,159 @@
+"""Which request a worker has been running longest, kept in its scoreboard slot.
+
+Only built when request_timeout is on: the master reads the slot on its
+tick and aborts a worker whose oldest request is past the limit.  The text
+(request line and client) is in shared memory before it is needed because a
+worker stuck in C code cannot be asked for it.
+
+What is timed is the application's code running for one request: a job
+from the moment a thread starts it.  Time a request waits for a free thread,
+or for a slow client to read its response, does not count; neither does the
+time a handler class waits in ``recv`` for its client (see :meth:`pause`),
+so an idle keep-alive connection is not a stuck request.
+
+A sync worker runs one request at a time (:class:`InFlight`): each start
+writes its time and text, each stop clears the time, about a microsecond in
+all.  On a thread worker several run at once (:class:`ThreadedInFlight`); the
+slot shows the one that started first.  It only changes when that one stops,
+so most starts and stops there are a lock and a set operation.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Optional, Set, Union
+
+from ..scoreboard import WorkerSlot
+
+Describe = Callable[[], str]
+
+
+def tracker(slot: WorkerSlot, multithread: bool) -> "Tracker":
+    """The tracker for a worker whose jobs run on several threads or on one."""
+    return ThreadedInFlight(slot) if multithread else InFlight(slot)
+
+
+def client(address: Any) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) of a socket address."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address) or "a client"
+
+
+class _Request:
+    __slots__ = ("describe", "since", "_text")
+
+    def __init__(self, describe: Describe) -> None:
+        self.describe = describe
+        self.since = 0.0
+        self._text = b""
+
+    def text(self) -> bytes:
+        if not self._text:   # formatted at most once, and only if it is ever shown
+            self._text = self.describe().encode("utf-8", "backslashreplace")
+        return self._text
+
+
+class InFlight:
+    """One request at a time, in the thread of the worker's loop; ``slot`` shows it."""
+
+    def __init__(self, slot: WorkerSlot) -> None:
+        self._slot = slot
+        self._describe: Optional[Describe] = None    # of the job running now
+        self._text = b""
+
+    def begin(self, describe: Describe) -> None:
+        """A job for one request starts; ``describe()`` says which."""
+        self._describe = describe
+        self._text = describe().encode("utf-8", "backslashreplace")
+        self._slot.show_running(time.monotonic(), self._text)
+
+    def end(self) -> None:
+        self._describe = None
+        self._slot.show_idle()
+
+    def pause(self) -> None:
+        """The request waits for its client (a handler in recv): not running meanwhile."""
+        if self._describe is not None:
+            self._slot.show_idle()
+
+    def resume(self) -> None:
+        """The wait is over: the request runs again, timed from now."""
+        if self._describe is not None:
+            self._slot.show_running(time.monotonic(), self._text)
+
+
+class ThreadedInFlight:
+    """The requests running on a thread worker's pool; ``slot`` shows the oldest."""
+
+    def __init__(self, slot: WorkerSlot) -> None:
+        self._slot = slot
+        self._lock = threading.Lock()     # jobs start and stop on several threads
+        self._running: Set[_Request] = set()
+        self._shown: Optional[_Request] = None
+        self._local = threading.local()   # the request the current thread runs
+
+    def timed(self, job: Callable[[], None], describe: Describe) -> Callable[[], None]:
+        """``job`` wrapped in :meth:`begin` and :meth:`end`, for a pool thread to run."""
+        def run() -> None:
+            self.begin(describe)
+            try:
+                job()
+            finally:
+                self.end()
+        return run
+
+    def begin(self, describe: Describe) -> None:
+        """A job for one request starts in this thread; ``describe()`` says which."""
+        request = _Request(describe)
+        self._local.request = request
+        self._start(request)
+
+    def end(self) -> None:
+        request = self._local.request
+        self._local.request = None
+        self._stop(request)
+
+    def pause(self) -> None:
+        """The current thread's request waits for its client: not running meanwhile."""
+        request = getattr(self._local, "request", None)
+        if request is not None and request.since:
+            self._stop(request)
+
+    def resume(self) -> None:
+        """The wait is over: the request runs again, timed from now."""
+        request = getattr(self._local, "request", None)
+        if request is not None and not request.since:
+            self._start(request)
+
+    def _start(self, request: _Request) -> None:
+        with self._lock:
+            request.since = time.monotonic()
+            self._running.add(request)
+            # Started last, so the oldest only if nothing else runs.
+            if self._shown is None:
+                self._show(request)
+
+    def _stop(self, request: _Request) -> None:
+        with self._lock:
+            request.since = 0.0
+            self._running.discard(request)
+            if self._shown is request:
+                oldest = min(self._running, key=_since) if self._running else None
+                self._show(oldest)
+
+    def _show(self, request: Optional[_Request]) -> None:
+        self._shown = request
+        if request is None:
+            self._slot.show_idle()
+        else:
+            self._slot.show_running(request.since, request.text())
+
+
+def _since(request: _Request) -> float:
+    return request.since
+
+
+Tracker = Union[InFlight, ThreadedInFlight]
