@@ -85,18 +85,33 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
 
 def serve(args: argparse.Namespace) -> int:
     # Imported here, so that `prefork check` and the steering commands stay light.
+    from .supervisor import daemon, upgrade
+
+    inheritance = upgrade.inherited()     # set when an old master re-executed us (USR2)
+    if inheritance is None:
+        return _serve(args, None, daemon.NOT_DAEMON)
+    readiness = daemon.Readiness(inheritance.ready)
+    try:
+        return _serve(args, inheritance, readiness)
+    except PreforkError as exc:
+        # The old master logs why (the first line; the rest is in the error log).
+        readiness.fail(exc.status, str(exc).split("\n", 1)[0])
+        raise
+
+
+def _serve(args: argparse.Namespace, inheritance: Any, readiness: Any) -> int:
     from .supervisor import daemon, privileges
     from .supervisor.master import Master
-    from .supervisor.pidfile import PidFile
+    from .supervisor.pidfile import take
 
     config = _prepare(_load(args))
     identity = privileges.resolve(config.user, config.group)
     log.configure(config.error_log, config.log_level)
-    pidfile = PidFile(config.pidfile) if config.pidfile else None
-    if pidfile is not None:
-        pidfile.acquire()       # before binding: a running twin is the clearer error
+    # Before binding: a running twin is the clearer error.
+    pidfile = take(config.pidfile, inheritance.pidfile if inheritance else None)
     try:
-        master = Master(config, lambda: _prepare(_load(args), chdir=False), pidfile, identity)
+        master = Master(config, lambda: _prepare(_load(args), chdir=False), pidfile, identity,
+                        inheritance)
         master.bind()
         _touch_access_log(config.access_log)
         if identity is not None:
@@ -105,16 +120,16 @@ def serve(args: argparse.Namespace) -> int:
         if pidfile is not None:
             pidfile.remove()    # we made it (or took it over stale): a failed start leaves none
         raise
-    readiness = daemon.NOT_DAEMON
-    if config.daemon:
+    if config.daemon and inheritance is None:   # an upgraded master is detached already
         if config.error_log == "-":
             log.console("prefork: warning: --daemon with --error-log '-': log lines go to "
                         "/dev/null; give --error-log FILE")
         readiness = daemon.detach(master.fds_to_preserve(),
                                   stderr_is_log=config.error_log != "-")
-    if pidfile is not None:
-        pidfile.write(os.getpid())
+    if pidfile is not None and inheritance is None:
+        pidfile.write(os.getpid())   # an upgraded master writes it once it is serving
     return master.run(readiness)
+
 
 
 def _touch_access_log(path: str) -> None:
@@ -144,8 +159,11 @@ def _prepare(config: config_mod.Config, chdir: bool = True) -> config_mod.Config
 
 
 def check(args: argparse.Namespace) -> int:
+    from .hooks import Hooks
+
     config = _load(args)
     sockets.parse_all(config.bind)
+    Hooks(config)      # a hook path that does not import fails here as it would in serve
     obj = target.load(target.parse(config.target))
     if target.is_handler_class(obj):
         kind = "a socketserver handler class"

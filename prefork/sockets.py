@@ -115,6 +115,17 @@ def bind(spec: BindSpec, backlog: int) -> Listener:
     return Listener(spec, sock)
 
 
+def same_address(sock: socket.socket, wanted: str) -> bool:
+    """Whether ``sock`` is bound where ``wanted`` (a path, or HOST:PORT) says."""
+    if sock.family == socket.AF_UNIX:
+        return sock.getsockname() == os.path.abspath(wanted)
+    try:
+        family, _, _, sockaddr = _resolve(parse(wanted))
+    except (ConfigError, BindError):
+        return False
+    return family == sock.family and sock.getsockname()[:2] == sockaddr[:2]
+
+
 # struct tcp_info: 8 one-byte fields, then u32 rto, ato, snd_mss, rcv_mss,
 # unacked.  For a listening socket Linux reports its accept queue length in
 # tcpi_unacked (what `ss -l` shows as Recv-Q).

@@ -11,10 +11,12 @@ in :mod:`.arbiter`; this module only does what it is told.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import select
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
@@ -23,13 +25,14 @@ from setproctitle import setproctitle
 
 from .. import log, metrics, sockets, target
 from ..config import Config
-from ..errors import PreforkError
+from ..hooks import Hooks, WorkerInfo
+from ..errors import PreforkError, TargetError
 from ..reports import BOOT_ERROR, READY, ReportPipe
 from ..scoreboard import Scoreboard
 from ..sigpipe import SignalPipe
 from ..worker.process import WorkerContext, run_worker
 from . import privileges, status, systemd
-from .arbiter import Arbiter
+from .arbiter import Arbiter, describe_exit
 from .control import ControlServer
 from .daemon import NOT_DAEMON, Readiness
 from .events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify, RecycleWanted,
@@ -37,6 +40,7 @@ from .events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify, Recyc
                      SpawnFailed, Start, Tick, WorkerReady)
 from .metrics_server import MetricsServer
 from .pidfile import PidFile
+from .upgrade import Inheritance, Upgrade
 
 logger = logging.getLogger("prefork")
 
@@ -56,6 +60,8 @@ class Generation:
     config: Config
     target: target.TargetSpec
     listeners: List[sockets.Listener]
+    hooks: Hooks
+    app: object = None     # the preloaded target, if preload is on
 
 
 class Master:
@@ -63,8 +69,13 @@ class Master:
 
     def __init__(self, config: Config, reload_config: Callable[[], Config],
                  pidfile: Optional[PidFile] = None,
-                 identity: Optional[privileges.Identity] = None) -> None:
+                 identity: Optional[privileges.Identity] = None,
+                 inheritance: Optional[Inheritance] = None) -> None:
         self.config = config
+        self.hooks = Hooks(config)
+        self.inheritance = inheritance     # set when an old master started us (USR2)
+        self.upgrade: Optional[Upgrade] = None
+        self.handed_over = False
         self.reload_config = reload_config
         self.pidfile = pidfile
         self.identity = identity
@@ -83,11 +94,24 @@ class Master:
                                graceful_timeout=config.graceful_timeout,
                                request_timeout=config.request_timeout,
                                max_rss=config.max_rss)
+        if inheritance is not None:
+            # Generation numbers go on across upgrades: one history in logs and status.
+            self.arbiter.generation = self.arbiter.last_generation = inheritance.generation + 1
 
     def bind(self) -> None:
-        """Parse the target and bind every listener: before any fork, so errors exit early."""
+        """Parse the target and bind every listener: before any fork, so errors exit early.
+
+        With preload the target is imported here too, after binding (exit 3).
+        """
         spec = target.parse(self.config.target)
-        self.activated = sockets.from_systemd()
+        self.hooks.call("on_starting", self.config)
+        inherited = self.inheritance
+        if inherited is not None:
+            handed = [sockets.from_fd(fd, text) for fd, text in inherited.listeners]
+            self.activated = handed if inherited.activated else []
+            self.listeners.inherit([] if inherited.activated else handed)
+        else:
+            self.activated = sockets.from_systemd()
         if self.activated:
             logger.info("using %d listening socket(s) from systemd (LISTEN_FDS); 'bind' "
                         "is not used", len(self.activated))
@@ -95,13 +119,44 @@ class Master:
             bound = list(self.activated)
         else:
             bound = self.listeners.acquire(sockets.parse_all(self.config.bind))
+            self.listeners.close_spares()
         self._log_fresh_listeners()
-        self.generations[1] = Generation(self.config, spec, bound)
+        self.generations[self.arbiter.generation] = Generation(self.config, spec, bound, self.hooks,
+                                         self._preload(spec, self.config))
         if self.config.metrics_bind:    # before the control socket: a failure leaves no file
-            self.metrics = MetricsServer(self.config.metrics_bind, self._render_metrics)
+            self.metrics = MetricsServer(self.config.metrics_bind, self._render_metrics,
+                                         self._inherited("metrics", self.config.metrics_bind))
             logger.info("metrics at http://%s/metrics", self.metrics.name)
         if self.config.control_socket:
-            self.control = ControlServer(self.config.control_socket, self._respond)
+            self.control = ControlServer(self.config.control_socket, self._respond,
+                                         self._inherited("control", self.config.control_socket))
+        for kind in ("metrics", "control"):    # handed over, but no longer configured
+            if self.inheritance is not None and getattr(self, kind) is None:
+                self._inherited(kind, "")
+
+    def _preload(self, spec: target.TargetSpec, config: Config) -> object:
+        if not config.preload:
+            return None
+        app = target.load(spec)
+        if not target.is_handler_class(app) and not callable(app):
+            raise TargetError(f"target {spec.text!r} is {app!r}: neither a "
+                              "socketserver.BaseRequestHandler subclass nor a WSGI callable")
+        # What the import made stays out of the collector's way, so that a
+        # collection in a worker does not touch (and copy) the shared pages.
+        gc.freeze()
+        logger.info("preloaded %s in the master", spec.text)
+        return app
+
+    def _inherited(self, kind: str, wanted: str) -> Optional[socket.socket]:
+        """The old master's control or metrics socket, if the config still names it."""
+        fd = getattr(self.inheritance, kind, None)
+        if fd is None:
+            return None
+        sock = socket.socket(fileno=fd)
+        if sockets.same_address(sock, wanted):
+            return sock
+        sock.close()    # the new config names another address: that one is made afresh
+        return None
 
     def fds_to_preserve(self) -> List[int]:
         """What a daemon must keep open: listeners, the pidfile lock, the control socket."""
@@ -146,18 +201,31 @@ class Master:
             os.close(self.alive_r)
             os.close(self.alive_w)
             if self.control is not None:
-                self.control.close()
+                # A new master that never came up leaves the old master's socket file.
+                self.control.close() if self._control_live else self.control.close_in_child()
             if self.metrics is not None:
                 self.metrics.close()
+            if self.upgrade is not None:
+                self.upgrade.close()
             if self.pidfile is not None:
                 self.pidfile.remove()
+            self.hooks.call("on_exit", self._current().config if self.generations else self.config)
+
+    @property
+    def _control_live(self) -> bool:
+        """A new master answers on the control socket only once it took over."""
+        return self.inheritance is None or self._ready
 
     # -- one turn of the loop ---------------------------------------------------
 
     def _turn(self) -> Optional[int]:
         deadline = self.arbiter.next_deadline()
         timeout = TICK if deadline is None else min(TICK, max(0.0, deadline - time.monotonic()))
-        waiting = [self.signals, self.reports] + ([self.control] if self.control else [])
+        waiting = [self.signals, self.reports]
+        if self.upgrade is not None and self.upgrade.read_fd >= 0:
+            waiting.append(self.upgrade)
+        if self.control is not None and self._control_live:
+            waiting.append(self.control)
         reading, writing = self.metrics.waiting() if self.metrics else ([], [])
         readable, writable, _ = select.select(waiting + reading, writing, [], timeout)
         if self.control is not None and self.control in readable:
@@ -166,11 +234,15 @@ class Master:
             self.metrics.handle(readable, writable)
         events: List[object] = self._queued
         self._queued = []
+        if self.upgrade is not None:
+            events.extend(self._watch_upgrade(self.upgrade in readable))
         for sig in self.signals.read():
             if sig == signal.SIGHUP:
-                events.append(self._load_for_reload())
-            elif sig in (signal.SIGUSR2, signal.SIGWINCH):
-                logger.warning("%s is not supported yet; ignored", signal.Signals(sig).name)
+                events.extend(self._reload_or_upgrade("HUP"))
+            elif sig == signal.SIGUSR2:
+                self._start_upgrade("USR2")
+            elif sig == signal.SIGWINCH:
+                logger.info("WINCH is not used (USR2 hands over by itself); ignored")
             elif sig != signal.SIGCHLD:   # children are reaped below on every turn
                 events.append(Signal(sig))
         for kind, pid, text in self.reports.read():
@@ -199,7 +271,10 @@ class Master:
         actions = self.arbiter.decide(event, time.monotonic())
         if isinstance(event, Reload):
             self.generations[self.arbiter.generation] = self._pending
+            self.hooks = self._pending.hooks
             self._pending = None
+        if self.upgrade is not None and self.arbiter.phase != "running":
+            self._abandon_upgrade()
         return self._perform(actions)
 
     def _load_for_reload(self) -> object:
@@ -213,10 +288,12 @@ class Master:
             else:
                 bound = self.listeners.acquire(sockets.parse_all(config.bind))
             log.configure(config.error_log, config.log_level)
+            hooks = Hooks(config)
         except PreforkError as exc:
             return ReloadFailed(str(exc))
         self._log_fresh_listeners()
-        self._pending = Generation(config, spec, bound)
+        hooks.call("on_reload", config)
+        self._pending = Generation(config, spec, bound, hooks)
         return Reload(config.workers, config.timeout, config.graceful_timeout,
                       config.request_timeout, config.max_rss)
 
@@ -229,11 +306,110 @@ class Master:
                 break
             if pid == 0:
                 break
+            code = os.waitstatus_to_exitcode(status)
+            if self.upgrade is not None and pid == self.upgrade.pid:
+                self._upgrade_ended(code)
+                continue
             worker = self.arbiter.workers.get(pid)
             if worker is not None:
                 self.scoreboard.release(worker.slot)
-            exited.append(ChildExited(pid, os.waitstatus_to_exitcode(status)))
+            exited.append(ChildExited(pid, code))
         return exited
+
+    # -- upgrades (USR2) --------------------------------------------------------
+
+    def _reload_or_upgrade(self, why: str) -> List[object]:
+        """HUP reloads, except with preload: the master holds the old code, so re-exec."""
+        if self.arbiter.phase != "running":
+            logger.info("%s while stopping; ignored", why)
+            return []
+        if self._current().config.preload:
+            self._start_upgrade(f"{why} with preload")
+            return []
+        return [self._load_for_reload()]
+
+    def _start_upgrade(self, why: str) -> None:
+        if self.upgrade is not None or self.arbiter.phase != "running":
+            busy = f"new master {self.upgrade.pid} is starting" if self.upgrade else "stopping"
+            logger.warning("%s: cannot upgrade now (%s); ignored", why, busy)
+            return
+        inheritance = Inheritance(
+            listeners=[(l.sock.fileno(), l.spec.text) for l in self.listeners.all()],
+            activated=bool(self.activated),
+            pidfile=self.pidfile.fd if self.pidfile is not None else None,
+            control=self.control.fileno() if self.control is not None else None,
+            metrics=self.metrics.fileno() if self.metrics is not None else None,
+            generation=self.arbiter.last_generation)
+        log.flush()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+        try:
+            self.upgrade = Upgrade.start(inheritance, self._current().config.upgrade_timeout,
+                                         MASTER_SIGNALS)
+        except OSError as exc:
+            logger.error("%s: upgrade failed: cannot fork: %s", why, exc.strerror)
+            return
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        logger.info("%s: upgrading: started a new master, PID %d", why, self.upgrade.pid)
+
+    def _watch_upgrade(self, readable: bool) -> List[object]:
+        upgrade = self.upgrade
+        outcome = upgrade.read() if readable else None
+        if outcome is not None and outcome[0] == 0:
+            return self._hand_over()
+        if outcome is not None:
+            logger.error("upgrade failed: %s; this master (PID %d) keeps serving",
+                         outcome[1], os.getpid())
+            upgrade.close()    # its exit is still reaped; only the pipe is done
+        sig = upgrade.overdue(time.monotonic())
+        if sig is not None:
+            logger.error("upgrade: the new master %d is not ready after %.0f s; sending %s",
+                         upgrade.pid, upgrade.timeout, signal.Signals(sig).name)
+            try:
+                os.kill(upgrade.pid, sig)
+            except ProcessLookupError:
+                pass
+        return []
+
+    def _abandon_upgrade(self) -> None:
+        """Stopping while a new master boots: it must not come up after we left."""
+        upgrade, self.upgrade = self.upgrade, None
+        logger.warning("stopping: the upgrade is abandoned; sending SIGQUIT to the new "
+                       "master %d", upgrade.pid)
+        try:
+            os.kill(upgrade.pid, signal.SIGQUIT)
+        except ProcessLookupError:
+            pass
+        upgrade.close()
+
+    def _upgrade_ended(self, code: int) -> None:
+        """The new master exited before it was ready (after, we are gone)."""
+        upgrade, self.upgrade = self.upgrade, None
+        if upgrade.read_fd >= 0:
+            status, message = upgrade.read() or (code, "")
+            logger.error("upgrade failed: %s; this master (PID %d) keeps serving",
+                         message or f"the new master {describe_exit(code)}", os.getpid())
+        upgrade.close()
+
+    def _hand_over(self) -> List[object]:
+        """The new master is serving: let it own the pidfile and sockets; stop gracefully."""
+        pid = self.upgrade.pid
+        logger.info("upgrade: the new master %d is serving; this master (PID %d) stops "
+                    "gracefully", pid, os.getpid())
+        systemd.notify(f"MAINPID={pid}\nREADY=1\nSTATUS=upgraded: master {pid} serving")
+        self.handed_over = True
+        self.upgrade.close()
+        self.upgrade = None    # from now on its fate is its own
+        if self.pidfile is not None:
+            self.pidfile.release()     # the new master holds the same lock and wrote its PID
+            self.pidfile = None
+        if self.control is not None:
+            self.control.close_in_child()   # the path stays: the new master answers there
+            self.control = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        return [Signal(signal.SIGTERM)]
 
     # -- actions --------------------------------------------------------------
 
@@ -268,12 +444,20 @@ class Master:
         return None
 
     def _notify(self, text: str) -> None:
+        if self.handed_over:
+            return     # the service is the new master's now; our stop is not its stop
         if text == "READY=1":
             a = self.arbiter
             text += (f"\nSTATUS=serving with {a.target} workers (generation {a.generation})")
-            if not self._ready:
+            first = not self._ready
+            if first:
                 self._ready = True
+                if self.inheritance is not None and self.pidfile is not None:
+                    self.pidfile.write(os.getpid())   # before the old master lets go
                 self.readiness.ok()
+            self.hooks.call("when_ready", self._current().config)
+            if first and self.inheritance is not None:
+                return    # the old master tells systemd, with MAINPID, in one message
         systemd.notify(text)
 
     # -- the control socket ---------------------------------------------------
@@ -285,11 +469,11 @@ class Master:
             return {"ok": True, **status.snapshot(self.arbiter, self.scoreboard,
                                                   self.config.target)}
         if command == "reload":
-            event = self._load_for_reload()
-            self._queued.append(event)
-            if isinstance(event, ReloadFailed):
-                return {"ok": False, "error": f"reload failed: {event.reason}"}
-            return {"ok": True, "pid": os.getpid()}
+            events = self._reload_or_upgrade("reload")
+            self._queued.extend(events)
+            if events and isinstance(events[0], ReloadFailed):
+                return {"ok": False, "error": f"reload failed: {events[0].reason}"}
+            return {"ok": True, "pid": os.getpid(), "upgrade": not events}
         if command == "stop":
             self._queued.append(Signal(signal.SIGQUIT if message.get("fast") else signal.SIGTERM))
             return {"ok": True, "pid": os.getpid()}
@@ -309,6 +493,8 @@ class Master:
     def _spawn(self, action: Spawn) -> Optional[int]:
         generation = self.generations[action.generation]
         self.scoreboard.claim(action.slot, 0, action.generation, time.monotonic())
+        generation.hooks.call("pre_fork", generation.config,
+                              WorkerInfo(0, action.generation, action.slot))
         log.flush()
         # Signals stay blocked across fork so none reaches the child while it
         # still has the master's handlers and wakeup fd.
@@ -341,6 +527,8 @@ class Master:
             if self.pidfile is not None:
                 self.pidfile.release()
             self.readiness.close_in_child()
+            if self.upgrade is not None:
+                self.upgrade.close()
             own = {id(l) for l in generation.listeners}
             for listener in self.listeners.all():
                 if id(listener) not in own:
@@ -350,7 +538,7 @@ class Master:
                 privileges.drop(self.identity)
             ctx = WorkerContext(generation.config, generation.target, action.generation,
                                 action.slot, generation.listeners, self.scoreboard,
-                                self.reports, self.alive_r)
+                                self.reports, self.alive_r, generation.hooks, generation.app)
         except BaseException:
             logger.exception("worker setup failed")
             log.flush()

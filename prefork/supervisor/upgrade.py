@@ -48,6 +48,7 @@ class Inheritance:
     metrics: Optional[int] = None
     ready: Optional[int] = None
     parent: int = 0
+    generation: int = 0          # the old master's last generation number
 
     def fds(self) -> List[int]:
         extra = [self.pidfile, self.control, self.metrics, self.ready]
@@ -93,10 +94,11 @@ def command_line() -> List[str]:
 class Upgrade:
     """The old master's view of one upgrade in progress."""
 
-    def __init__(self, pid: int, read_fd: int, deadline: float) -> None:
+    def __init__(self, pid: int, read_fd: int, timeout: float) -> None:
         self.pid = pid
         self.read_fd = read_fd
-        self.deadline = deadline
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
         self.killed_at: Optional[float] = None
         self._data = b""
 
@@ -122,7 +124,7 @@ class Upgrade:
             _exec_new_master(argv, env, inheritance.fds(), read_fd, blocked)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        return cls(pid, read_fd, time.monotonic() + timeout)
+        return cls(pid, read_fd, timeout)
 
     def fileno(self) -> int:
         return self.read_fd
@@ -161,6 +163,13 @@ def _exec_new_master(argv: List[str], env: Dict[str, str], fds: List[int],
         os.close(read_fd)
         for fd in fds:
             os.set_inheritable(fd, True)
+        for fd in (0, 1, 2):
+            # python-daemon may leave /dev/null on 0 and 1 close-on-exec (it
+            # opened it onto the very fds it had just closed): keep them open.
+            try:
+                os.set_inheritable(fd, True)
+            except OSError:
+                pass
         for sig in blocked:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)

@@ -28,6 +28,7 @@ from .. import log, target
 from ..config import Config
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_TARGET, TargetError
 from ..handlers.stream import HandlerServer
+from ..hooks import NO_HOOKS, Hooks, WorkerInfo
 from ..handlers.wsgi import AccessLog, WSGIServer
 from ..reports import BOOT_ERROR, READY, RECYCLE, ReportPipe
 from ..scoreboard import Scoreboard
@@ -63,6 +64,8 @@ class WorkerContext:
     scoreboard: Scoreboard
     reports: ReportPipe
     alive_fd: int
+    hooks: Hooks = NO_HOOKS
+    app: object = None      # the target, when the master preloaded it
 
 
 def _arm_idle_closing(servers: List[object], sync: bool) -> None:
@@ -117,8 +120,10 @@ def _run(ctx: WorkerContext) -> int:
     signal.signal(signal.SIGINT, _fast_exit)
     signals = SignalPipe([signal.SIGTERM, signal.SIGUSR1])
 
+    info = WorkerInfo(pid, ctx.generation, ctx.slot)
+    ctx.hooks.call("post_fork", config, info)
     try:
-        app = target.load(ctx.target)
+        app = ctx.app if ctx.app is not None else target.load(ctx.target)
         is_handler = target.is_handler_class(app)
         if not is_handler and not callable(app):
             raise TargetError(f"target {ctx.target.text!r} is {app!r}: neither a "
@@ -171,5 +176,6 @@ def _run(ctx: WorkerContext) -> int:
                 f"{config.threads} threads" if kind == "thread" else "sync",
                 "handler class" if is_handler else "WSGI")
     loop.run()
+    ctx.hooks.call("worker_exit", config, info)
     logger.info("worker exiting")
     return EXIT_OK

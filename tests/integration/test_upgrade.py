@@ -7,6 +7,7 @@ the old one keeps serving, pidfile and control socket untouched.
 """
 
 import json
+import os
 import re
 import signal
 import socket
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import pid_alive, run_prefork, wait_until
+from daemonized import ECHO, daemon  # noqa: F401  (the fixture)
+from harness import echo_once, free_port, pid_alive, run_prefork, wait_until
 from http_helpers import get
 from load_clients import Load
 
@@ -65,15 +67,19 @@ def test_usr2_under_load_loses_nothing_and_hands_over_everything(prefork_server,
     assert not any(pid_alive(p) for p in old_workers)
     assert int((tmp_path / "prefork.pid").read_text()) == new_master != old_master
     assert status(tmp_path)["pid"] == new_master
+    assert status(tmp_path)["generation"] == 2      # numbering goes on across upgrades
     assert get(server.address, "/hello/").status == 200
 
 
 @pytest.mark.timeout(90)
 def test_a_second_upgrade_and_a_stop_through_the_pidfile(prefork_server, tmp_path):
-    server = start_router(prefork_server, tmp_path)
+    metrics = ("127.0.0.1", free_port())
+    server = start_router(prefork_server, tmp_path, "--metrics-bind", "%s:%d" % metrics)
     first = upgrade(server)
     second = upgrade(server)
     assert first != second and int((tmp_path / "prefork.pid").read_text()) == second
+    # The metrics socket was handed over too (binding it again would have failed).
+    assert b"prefork_" in get(metrics, "/metrics").body
     result = run_prefork(["stop", "--pidfile", str(tmp_path / "prefork.pid")], tmp_path)
     assert result.returncode == 0, result.stderr
     wait_until(lambda: not pid_alive(second), 30, "the upgraded master to stop")
@@ -200,3 +206,20 @@ def start_app(prefork_server, tmp_path: Path, target: str, *args: str,
                             "--pidfile", str(tmp_path / "prefork.pid"), *args)
     server.wait_ready()
     return server
+
+
+@pytest.mark.timeout(60)
+def test_a_daemon_upgrades_and_stays_steerable_through_its_pidfile(daemon):
+    d = daemon()
+    assert d.start(ECHO, "-b", "127.0.0.1:0", "-w", "2").returncode == 0
+    old = d.pid
+    os.kill(old, signal.SIGUSR2)
+    d.wait_for(HANDED_OVER)
+    wait_until(lambda: not pid_alive(old), 30, "the old daemon master to exit")
+    new = d.pid
+    assert new != old and pid_alive(new)
+    d.note()
+    assert echo_once(d.address()) == b"HELLO\n"
+    assert d.ctl("stop", "--pidfile", str(d.pidfile)).returncode == 0
+    wait_until(lambda: not pid_alive(new), 30, "the upgraded daemon to stop")
+    assert not d.pidfile.exists()
