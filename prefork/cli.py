@@ -14,7 +14,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from . import __version__, commands as steering, config as config_mod, log, sockets, target
-from .errors import EXIT_OK, ConfigError, PreforkError, TargetError
+from .errors import EXIT_OK, ConfigError, PreforkError
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -164,14 +164,8 @@ def check(args: argparse.Namespace) -> int:
     config = _load(args)
     sockets.parse_all(config.bind)
     Hooks(config)      # a hook path that does not import fails here as it would in serve
-    obj = target.load(target.parse(config.target))
-    if target.is_handler_class(obj):
-        kind = "a socketserver handler class"
-    elif callable(obj):
-        kind = "a WSGI application"
-    else:
-        raise TargetError(f"target {config.target!r} is {obj!r}: neither a "
-                          "socketserver.BaseRequestHandler subclass nor a WSGI callable")
+    obj = target.load_servable(target.parse(config.target))
+    kind = "a socketserver handler class" if target.is_handler_class(obj) else "a WSGI application"
     print(f"OK: {config.target} is {kind}; {config.workers} workers on "
           f"{', '.join(config.bind)}")
     return EXIT_OK

@@ -61,3 +61,12 @@ def load(spec: TargetSpec) -> object:
 
 def is_handler_class(obj: object) -> bool:
     return isinstance(obj, type) and issubclass(obj, socketserver.BaseRequestHandler)
+
+
+def load_servable(spec: TargetSpec) -> object:
+    """:func:`load`, then make sure it is something prefork can serve (exit 3 if not)."""
+    obj = load(spec)
+    if not is_handler_class(obj) and not callable(obj):
+        raise TargetError(f"target {spec.text!r} is {obj!r}: neither a "
+                          "socketserver.BaseRequestHandler subclass nor a WSGI callable")
+    return obj

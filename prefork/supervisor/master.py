@@ -16,9 +16,7 @@ import logging
 import os
 import select
 import signal
-import socket
 import time
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from setproctitle import setproctitle
@@ -26,42 +24,26 @@ from setproctitle import setproctitle
 from .. import log, metrics, sockets, target
 from ..config import Config
 from ..hooks import Hooks, WorkerInfo
-from ..errors import PreforkError, TargetError
+from ..errors import PreforkError
 from ..reports import BOOT_ERROR, READY, ReportPipe
 from ..scoreboard import Scoreboard
 from ..sigpipe import SignalPipe
-from ..worker.process import WorkerContext, run_worker
 from . import privileges, status, systemd
-from .arbiter import Arbiter, describe_exit
-from .control import ControlServer
+from .answers import answer
+from .arbiter import Arbiter
 from .daemon import NOT_DAEMON, Readiness
 from .events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify, RecycleWanted,
-                     Reload, ReloadFailed, ReopenLogs, Scale, Signal, Spawn, Spawned,
+                     Reload, ReloadFailed, ReopenLogs, Signal, Spawn, Spawned,
                      SpawnFailed, Start, Tick, WorkerReady)
-from .metrics_server import MetricsServer
+from .holdings import Holdings, adopt_listeners, open_inherited
 from .pidfile import PidFile
+from .spawn import MASTER_SIGNALS, Generation, become_worker
 from .upgrade import Inheritance, Upgrade
 
 logger = logging.getLogger("prefork")
 
-MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2,
-                  signal.SIGCHLD, signal.SIGWINCH)
-BOOT_IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1,
-                signal.SIGUSR2, signal.SIGWINCH)
 SCOREBOARD_SLOTS = 1024
 TICK = 1.0
-
-
-@dataclass
-class Generation:
-    """What workers of one generation are started with."""
-
-    config: Config
-    target: target.TargetSpec
-    listeners: List[sockets.Listener]
-    hooks: Hooks
-    app: object = None     # the preloaded target, if preload is on
 
 
 class Master:
@@ -77,13 +59,10 @@ class Master:
         self.upgrade: Optional[Upgrade] = None
         self.handed_over = False
         self.reload_config = reload_config
-        self.pidfile = pidfile
         self.identity = identity
-        self.listeners = sockets.ListenerSet(config.backlog)
+        self.holdings = Holdings(sockets.ListenerSet(config.backlog), pidfile)
+        self.listeners = self.holdings.listeners
         self.generations: Dict[int, Generation] = {}
-        self.control: Optional[ControlServer] = None
-        self.metrics: Optional[MetricsServer] = None
-        self.activated: List[sockets.Listener] = []
         self.readiness: Readiness = NOT_DAEMON
         self._pending: Optional[Generation] = None
         self._queued: List[object] = []       # events from control requests
@@ -105,69 +84,36 @@ class Master:
         """
         spec = target.parse(self.config.target)
         self.hooks.call("on_starting", self.config)
-        inherited = self.inheritance
-        if inherited is not None:
-            handed = [sockets.from_fd(fd, text) for fd, text in inherited.listeners]
-            self.activated = handed if inherited.activated else []
-            self.listeners.inherit([] if inherited.activated else handed)
-        else:
-            self.activated = sockets.from_systemd()
-        if self.activated:
+        adopt_listeners(self.holdings, self.inheritance)
+        if self.holdings.activated:
             logger.info("using %d listening socket(s) from systemd (LISTEN_FDS); 'bind' "
-                        "is not used", len(self.activated))
-            self.listeners.adopt(self.activated)
-            bound = list(self.activated)
+                        "is not used", len(self.holdings.activated))
+            self.listeners.adopt(self.holdings.activated)
+            bound = list(self.holdings.activated)
         else:
             bound = self.listeners.acquire(sockets.parse_all(self.config.bind))
             self.listeners.close_spares()
         self._log_fresh_listeners()
         self.generations[self.arbiter.generation] = Generation(self.config, spec, bound, self.hooks,
                                          self._preload(spec, self.config))
-        if self.config.metrics_bind:    # before the control socket: a failure leaves no file
-            self.metrics = MetricsServer(self.config.metrics_bind, self._render_metrics,
-                                         self._inherited("metrics", self.config.metrics_bind))
-            logger.info("metrics at http://%s/metrics", self.metrics.name)
-        if self.config.control_socket:
-            self.control = ControlServer(self.config.control_socket, self._respond,
-                                         self._inherited("control", self.config.control_socket))
-        for kind in ("metrics", "control"):    # handed over, but no longer configured
-            if self.inheritance is not None and getattr(self, kind) is None:
-                self._inherited(kind, "")
+        open_inherited(self.holdings, self.inheritance, self.config.control_socket,
+                       self.config.metrics_bind, self._respond, self._render_metrics)
+        if self.holdings.metrics is not None:
+            logger.info("metrics at http://%s/metrics", self.holdings.metrics.name)
 
     def _preload(self, spec: target.TargetSpec, config: Config) -> object:
         if not config.preload:
             return None
-        app = target.load(spec)
-        if not target.is_handler_class(app) and not callable(app):
-            raise TargetError(f"target {spec.text!r} is {app!r}: neither a "
-                              "socketserver.BaseRequestHandler subclass nor a WSGI callable")
+        app = target.load_servable(spec)
         # What the import made stays out of the collector's way, so that a
         # collection in a worker does not touch (and copy) the shared pages.
         gc.freeze()
         logger.info("preloaded %s in the master", spec.text)
         return app
 
-    def _inherited(self, kind: str, wanted: str) -> Optional[socket.socket]:
-        """The old master's control or metrics socket, if the config still names it."""
-        fd = getattr(self.inheritance, kind, None)
-        if fd is None:
-            return None
-        sock = socket.socket(fileno=fd)
-        if sockets.same_address(sock, wanted):
-            return sock
-        sock.close()    # the new config names another address: that one is made afresh
-        return None
-
     def fds_to_preserve(self) -> List[int]:
-        """What a daemon must keep open: listeners, the pidfile lock, the control socket."""
-        fds = [l.sock.fileno() for l in self.listeners.all()]
-        if self.pidfile is not None and self.pidfile.fd is not None:
-            fds.append(self.pidfile.fd)
-        if self.control is not None:
-            fds.append(self.control.fileno())
-        if self.metrics is not None:
-            fds.append(self.metrics.fileno())
-        return fds
+        """What a daemon must keep open: listeners, the pidfile lock, control and metrics."""
+        return self.holdings.preserve()
 
     def _log_fresh_listeners(self) -> None:
         for listener in self.listeners.fresh:
@@ -195,20 +141,13 @@ class Master:
             if not self._ready:
                 self.readiness.fail(status, self._last_error or "the master stopped before "
                                     "its workers were ready")
-            self.listeners.close_all()
+            self.holdings.close(owner=self._control_live)
             self.signals.close()
             self.reports.close()
             os.close(self.alive_r)
             os.close(self.alive_w)
-            if self.control is not None:
-                # A new master that never came up leaves the old master's socket file.
-                self.control.close() if self._control_live else self.control.close_in_child()
-            if self.metrics is not None:
-                self.metrics.close()
             if self.upgrade is not None:
                 self.upgrade.close()
-            if self.pidfile is not None:
-                self.pidfile.remove()
             self.hooks.call("on_exit", self._current().config if self.generations else self.config)
 
     @property
@@ -224,18 +163,20 @@ class Master:
         waiting = [self.signals, self.reports]
         if self.upgrade is not None and self.upgrade.read_fd >= 0:
             waiting.append(self.upgrade)
-        if self.control is not None and self._control_live:
-            waiting.append(self.control)
-        reading, writing = self.metrics.waiting() if self.metrics else ([], [])
+        control, metrics_server = self.holdings.control, self.holdings.metrics
+        if control is not None and self._control_live:
+            waiting.append(control)
+        reading, writing = metrics_server.waiting() if metrics_server else ([], [])
         readable, writable, _ = select.select(waiting + reading, writing, [], timeout)
-        if self.control is not None and self.control in readable:
-            self.control.handle_one()
-        if self.metrics is not None:
-            self.metrics.handle(readable, writable)
+        if control is not None and control in readable:
+            control.handle_one()
+        if metrics_server is not None:
+            metrics_server.handle(readable, writable)
         events: List[object] = self._queued
         self._queued = []
-        if self.upgrade is not None:
-            events.extend(self._watch_upgrade(self.upgrade in readable))
+        if self.upgrade is not None and self.upgrade.poll(self.upgrade in readable,
+                                                          time.monotonic()):
+            events.append(self._hand_over())
         for sig in self.signals.read():
             if sig == signal.SIGHUP:
                 events.extend(self._reload_or_upgrade("HUP"))
@@ -274,7 +215,8 @@ class Master:
             self.hooks = self._pending.hooks
             self._pending = None
         if self.upgrade is not None and self.arbiter.phase != "running":
-            self._abandon_upgrade()
+            self.upgrade, upgrade = None, self.upgrade
+            upgrade.abandon()
         return self._perform(actions)
 
     def _load_for_reload(self) -> object:
@@ -282,8 +224,8 @@ class Master:
         try:
             config = self.reload_config()
             spec = target.parse(config.target)
-            if self.activated:    # systemd's sockets stay; 'bind' does not apply
-                bound = list(self.activated)
+            if self.holdings.activated:    # systemd's sockets stay; 'bind' does not apply
+                bound = list(self.holdings.activated)
                 self.listeners.fresh = []
             else:
                 bound = self.listeners.acquire(sockets.parse_all(config.bind))
@@ -308,7 +250,8 @@ class Master:
                 break
             code = os.waitstatus_to_exitcode(status)
             if self.upgrade is not None and pid == self.upgrade.pid:
-                self._upgrade_ended(code)
+                self.upgrade, upgrade = None, self.upgrade
+                upgrade.exited(code)
                 continue
             worker = self.arbiter.workers.get(pid)
             if worker is not None:
@@ -333,65 +276,11 @@ class Master:
             busy = f"new master {self.upgrade.pid} is starting" if self.upgrade else "stopping"
             logger.warning("%s: cannot upgrade now (%s); ignored", why, busy)
             return
-        inheritance = Inheritance(
-            listeners=[(l.sock.fileno(), l.spec.text) for l in self.listeners.all()],
-            activated=bool(self.activated),
-            pidfile=self.pidfile.fd if self.pidfile is not None else None,
-            control=self.control.fileno() if self.control is not None else None,
-            metrics=self.metrics.fileno() if self.metrics is not None else None,
-            generation=self.arbiter.last_generation)
         log.flush()
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
-        try:
-            self.upgrade = Upgrade.start(inheritance, self._current().config.upgrade_timeout,
-                                         MASTER_SIGNALS)
-        except OSError as exc:
-            logger.error("%s: upgrade failed: cannot fork: %s", why, exc.strerror)
-            return
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        logger.info("%s: upgrading: started a new master, PID %d", why, self.upgrade.pid)
+        self.upgrade = Upgrade.begin(why, self.holdings.bequeath(self.arbiter.last_generation),
+                                     self._current().config.upgrade_timeout, MASTER_SIGNALS)
 
-    def _watch_upgrade(self, readable: bool) -> List[object]:
-        upgrade = self.upgrade
-        outcome = upgrade.read() if readable else None
-        if outcome is not None and outcome[0] == 0:
-            return self._hand_over()
-        if outcome is not None:
-            logger.error("upgrade failed: %s; this master (PID %d) keeps serving",
-                         outcome[1], os.getpid())
-            upgrade.close()    # its exit is still reaped; only the pipe is done
-        sig = upgrade.overdue(time.monotonic())
-        if sig is not None:
-            logger.error("upgrade: the new master %d is not ready after %.0f s; sending %s",
-                         upgrade.pid, upgrade.timeout, signal.Signals(sig).name)
-            try:
-                os.kill(upgrade.pid, sig)
-            except ProcessLookupError:
-                pass
-        return []
-
-    def _abandon_upgrade(self) -> None:
-        """Stopping while a new master boots: it must not come up after we left."""
-        upgrade, self.upgrade = self.upgrade, None
-        logger.warning("stopping: the upgrade is abandoned; sending SIGQUIT to the new "
-                       "master %d", upgrade.pid)
-        try:
-            os.kill(upgrade.pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            pass
-        upgrade.close()
-
-    def _upgrade_ended(self, code: int) -> None:
-        """The new master exited before it was ready (after, we are gone)."""
-        upgrade, self.upgrade = self.upgrade, None
-        if upgrade.read_fd >= 0:
-            status, message = upgrade.read() or (code, "")
-            logger.error("upgrade failed: %s; this master (PID %d) keeps serving",
-                         message or f"the new master {describe_exit(code)}", os.getpid())
-        upgrade.close()
-
-    def _hand_over(self) -> List[object]:
+    def _hand_over(self) -> Signal:
         """The new master is serving: let it own the pidfile and sockets; stop gracefully."""
         pid = self.upgrade.pid
         logger.info("upgrade: the new master %d is serving; this master (PID %d) stops "
@@ -400,16 +289,8 @@ class Master:
         self.handed_over = True
         self.upgrade.close()
         self.upgrade = None    # from now on its fate is its own
-        if self.pidfile is not None:
-            self.pidfile.release()     # the new master holds the same lock and wrote its PID
-            self.pidfile = None
-        if self.control is not None:
-            self.control.close_in_child()   # the path stays: the new master answers there
-            self.control = None
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
-        return [Signal(signal.SIGTERM)]
+        self.holdings.hand_over()
+        return Signal(signal.SIGTERM)
 
     # -- actions --------------------------------------------------------------
 
@@ -452,8 +333,8 @@ class Master:
             first = not self._ready
             if first:
                 self._ready = True
-                if self.inheritance is not None and self.pidfile is not None:
-                    self.pidfile.write(os.getpid())   # before the old master lets go
+                if self.inheritance is not None and self.holdings.pidfile is not None:
+                    self.holdings.pidfile.write(os.getpid())   # before the old master lets go
                 self.readiness.ok()
             self.hooks.call("when_ready", self._current().config)
             if first and self.inheritance is not None:
@@ -464,31 +345,16 @@ class Master:
 
     def _respond(self, message: Dict[str, object]) -> Dict[str, object]:
         """Answer one control request; state changes go through the arbiter as events."""
-        command = message.get("cmd")
-        if command == "status":
-            return {"ok": True, **status.snapshot(self.arbiter, self.scoreboard,
-                                                  self.config.target)}
-        if command == "reload":
-            events = self._reload_or_upgrade("reload")
-            self._queued.extend(events)
-            if events and isinstance(events[0], ReloadFailed):
-                return {"ok": False, "error": f"reload failed: {events[0].reason}"}
-            return {"ok": True, "pid": os.getpid(), "upgrade": not events}
-        if command == "stop":
-            self._queued.append(Signal(signal.SIGQUIT if message.get("fast") else signal.SIGTERM))
-            return {"ok": True, "pid": os.getpid()}
-        if command == "scale":
-            workers = message.get("workers")
-            if not isinstance(workers, int) or isinstance(workers, bool):
-                return {"ok": False, "error": "scale needs an integer 'workers'"}
-            if message.get("relative"):
-                workers += self.arbiter.target
-            self._queued.append(Scale(workers))
-            return {"ok": True, "pid": os.getpid(), "workers": max(1, workers)}
-        return {"ok": False, "error": f"unknown command {command!r}"}
+        reply, events = answer(message, self._snapshot, lambda: self._reload_or_upgrade("reload"),
+                               self.arbiter.target)
+        self._queued.extend(events)
+        return reply
+
+    def _snapshot(self) -> Dict[str, object]:
+        return status.snapshot(self.arbiter, self.scoreboard, self.config.target)
 
     def _render_metrics(self) -> str:
-        return metrics.render(status.snapshot(self.arbiter, self.scoreboard, self.config.target))
+        return metrics.render(self._snapshot())
 
     def _spawn(self, action: Spawn) -> Optional[int]:
         generation = self.generations[action.generation]
@@ -505,45 +371,10 @@ class Master:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             return self._feed(SpawnFailed(action.generation, action.slot, exc.strerror))
         if pid == 0:
-            self._become_worker(action, generation, mask)
+            become_worker(self, action, generation, mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.scoreboard.set_pid(action.slot, pid)
         return self._feed(Spawned(pid, action.generation, action.slot))
-
-    def _become_worker(self, action: Spawn, generation: Generation, mask: object) -> None:
-        try:
-            self.signals.close_fds_in_child()
-            for sig in MASTER_SIGNALS:
-                # A USR1 (or TTIN...) reaching a worker still booting must not kill it.
-                ignored = sig in BOOT_IGNORED
-                signal.signal(sig, signal.SIG_IGN if ignored else signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            os.close(self.alive_w)
-            self.reports.close_read_end_in_child()
-            if self.control is not None:
-                self.control.close_in_child()
-            if self.metrics is not None:
-                self.metrics.close_in_child()
-            if self.pidfile is not None:
-                self.pidfile.release()
-            self.readiness.close_in_child()
-            if self.upgrade is not None:
-                self.upgrade.close()
-            own = {id(l) for l in generation.listeners}
-            for listener in self.listeners.all():
-                if id(listener) not in own:
-                    listener.close()
-            self.scoreboard.set_pid(action.slot, os.getpid())
-            if self.identity is not None:
-                privileges.drop(self.identity)
-            ctx = WorkerContext(generation.config, generation.target, action.generation,
-                                action.slot, generation.listeners, self.scoreboard,
-                                self.reports, self.alive_r, generation.hooks, generation.app)
-        except BaseException:
-            logger.exception("worker setup failed")
-            log.flush()
-            os._exit(1)
-        run_worker(ctx)
 
     def _current(self) -> Generation:
         return self.generations.get(self.arbiter.generation) or self.generations[min(self.generations)]

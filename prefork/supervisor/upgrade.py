@@ -18,6 +18,7 @@ by itself.  ``fail STATUS MESSAGE``, an EOF, the new master's exit or
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -28,6 +29,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .daemon import parse_outcome
+from .health import describe_exit
+
+logger = logging.getLogger("prefork")
 
 ENV = "PREFORK_UPGRADE"
 KILL_GRACE = 5.0    # seconds a new master told to QUIT gets before KILL
@@ -103,6 +107,25 @@ class Upgrade:
         self._data = b""
 
     @classmethod
+    def begin(cls, why: str, inheritance: Inheritance, timeout: float,
+              signals: Sequence[int]) -> Optional["Upgrade"]:
+        """Start the new master (None, logged, if that fails).
+
+        ``signals`` are the master's own: blocked across the fork so that none
+        reaches the child while it still has the master's handlers.
+        """
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            upgrade = cls.start(inheritance, timeout, signals)
+        except OSError as exc:
+            logger.error("%s: upgrade failed: cannot fork: %s", why, exc.strerror)
+            return None
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        logger.info("%s: upgrading: started a new master, PID %d", why, upgrade.pid)
+        return upgrade
+
+    @classmethod
     def start(cls, inheritance: Inheritance, timeout: float,
               blocked: Sequence[int] = ()) -> "Upgrade":
         """Fork and exec the new master; OSError if the fork fails.
@@ -128,6 +151,46 @@ class Upgrade:
 
     def fileno(self) -> int:
         return self.read_fd
+
+    def poll(self, readable: bool, now: float) -> bool:
+        """True once the new master is ready.  A failure is logged; a new master
+        past ``upgrade_timeout`` is told to QUIT, then KILLed."""
+        outcome = self.read() if readable and self.read_fd >= 0 else None
+        if outcome is not None and outcome[0] == 0:
+            return True
+        if outcome is not None:
+            self._failed(outcome[1])
+            self.close()    # its exit is still reaped; only the pipe is done
+        sig = self.overdue(now)
+        if sig is not None:
+            logger.error("upgrade: the new master %d is not ready after %.0f s; sending %s",
+                         self.pid, self.timeout, signal.Signals(sig).name)
+            self._kill(sig)
+        return False
+
+    def exited(self, code: int) -> None:
+        """The new master exited before it was ready."""
+        if self.read_fd >= 0:
+            status, message = self.read() or (code, "")
+            self._failed(message or f"the new master {describe_exit(code)}")
+        self.close()
+
+    def abandon(self) -> None:
+        """The old master stops: the new one must not come up after it left."""
+        logger.warning("stopping: the upgrade is abandoned; sending SIGQUIT to the new "
+                       "master %d", self.pid)
+        self._kill(signal.SIGQUIT)
+        self.close()
+
+    def _failed(self, reason: str) -> None:
+        logger.error("upgrade failed: %s; this master (PID %d) keeps serving",
+                     reason, os.getpid())
+
+    def _kill(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def read(self) -> Optional[Tuple[int, str]]:
         """(status, message) once the new master has said how it went (0 = ready)."""

@@ -123,15 +123,12 @@ def _run(ctx: WorkerContext) -> int:
     info = WorkerInfo(pid, ctx.generation, ctx.slot)
     ctx.hooks.call("post_fork", config, info)
     try:
-        app = ctx.app if ctx.app is not None else target.load(ctx.target)
-        is_handler = target.is_handler_class(app)
-        if not is_handler and not callable(app):
-            raise TargetError(f"target {ctx.target.text!r} is {app!r}: neither a "
-                              "socketserver.BaseRequestHandler subclass nor a WSGI callable")
+        app = ctx.app if ctx.app is not None else target.load_servable(ctx.target)
     except TargetError as exc:
         logger.error("%s", exc)
         ctx.reports.send(BOOT_ERROR, pid, str(exc).split("\n", 1)[0])
         return EXIT_TARGET
+    is_handler = target.is_handler_class(app)
 
     slot = ctx.scoreboard.slot(ctx.slot)
     kind = config.worker_class

@@ -1,0 +1,74 @@
+"""The child's side of a fork: from the master's process to a worker.
+
+A forked child starts with everything the master holds: its signal
+handlers and wakeup pipe, the report pipe's read end, the control and
+metrics sockets, the pidfile lock, every generation's listeners.
+:func:`become_worker` drops all of that except what the worker's own
+generation serves on, then hands over to :func:`prefork.worker.process.run_worker`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, List, NoReturn
+
+from .. import log, sockets
+from ..config import Config
+from ..hooks import Hooks
+from ..target import TargetSpec
+from ..worker.process import WorkerContext, run_worker
+from . import privileges
+
+if TYPE_CHECKING:   # pragma: no cover
+    from .events import Spawn
+    from .master import Master
+
+logger = logging.getLogger("prefork")
+
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2,
+                  signal.SIGCHLD, signal.SIGWINCH)
+# A USR1 (or TTIN...) reaching a worker still booting must not kill it.
+BOOT_IGNORED = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1,
+                signal.SIGUSR2, signal.SIGWINCH)
+
+
+@dataclass
+class Generation:
+    """What workers of one generation are started with."""
+
+    config: Config
+    target: TargetSpec
+    listeners: List[sockets.Listener]
+    hooks: Hooks
+    app: object = None     # the preloaded target, if preload is on
+
+
+def become_worker(master: "Master", action: "Spawn", generation: Generation,
+                  mask: object) -> NoReturn:
+    """In the child, right after fork: never returns."""
+    try:
+        master.signals.close_fds_in_child()
+        for sig in MASTER_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN if sig in BOOT_IGNORED else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        os.close(master.alive_w)
+        master.reports.close_read_end_in_child()
+        master.holdings.close_in_worker(generation.listeners)
+        master.readiness.close_in_child()
+        if master.upgrade is not None:
+            master.upgrade.close()
+        master.scoreboard.set_pid(action.slot, os.getpid())
+        if master.identity is not None:
+            privileges.drop(master.identity)
+        ctx = WorkerContext(generation.config, generation.target, action.generation,
+                            action.slot, generation.listeners, master.scoreboard,
+                            master.reports, master.alive_r, generation.hooks, generation.app)
+    except BaseException:
+        logger.exception("worker setup failed")
+        log.flush()
+        os._exit(1)
+    run_worker(ctx)
