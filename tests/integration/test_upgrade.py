@@ -11,13 +11,17 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
+import sysconfig
 import time
 from pathlib import Path
 
 import pytest
 
 from daemonized import ECHO, daemon  # noqa: F401  (the fixture)
-from harness import echo_once, free_port, pid_alive, run_prefork, wait_until
+from harness import (PreforkProcess, child_env, echo_once, free_port, pid_alive, run_prefork,
+                     wait_until)
 from http_helpers import get
 from load_clients import Load
 
@@ -200,6 +204,15 @@ def app(environ, start_response):
 '''
 
 
+class PreforkProcessView(PreforkProcess):
+    """The harness's log reading and cleanup for a master started some other way."""
+
+    def __init__(self, proc: subprocess.Popen, log_path: Path) -> None:
+        self.proc, self.pid, self.log_path = proc, proc.pid, log_path
+        self.workdir, self.seen_pids = log_path.parent, set()
+        self._log = open(log_path, "rb")
+
+
 def start_app(prefork_server, tmp_path: Path, target: str, *args: str,
                       workers=("-w", "2")):
     server = prefork_server("serve", target, "-b", "127.0.0.1:0", *workers,
@@ -223,3 +236,31 @@ def test_a_daemon_upgrades_and_stays_steerable_through_its_pidfile(daemon):
     assert d.ctl("stop", "--pidfile", str(d.pidfile)).returncode == 0
     wait_until(lambda: not pid_alive(new), 30, "the upgraded daemon to stop")
     assert not d.pidfile.exists()
+
+
+@pytest.mark.timeout(60)
+def test_the_interpreter_is_looked_up_again(tmp_path):
+    """A venv rebuilt in place (its bin/python pointing elsewhere) runs the new master."""
+    python = tmp_path / "python"
+    python.symlink_to(sys.executable)
+    env = child_env()
+    # Outside its venv's directory the interpreter does not find the venv's packages.
+    paths = sysconfig.get_paths()
+    env["PYTHONPATH"] += os.pathsep + os.pathsep.join({paths["purelib"], paths["platlib"]})
+    log = open(tmp_path / "prefork.log", "wb")
+    proc = subprocess.Popen([str(python), "-m", "prefork", "serve", "wsgiapps:router", "-b",
+                             "127.0.0.1:0", "-w", "1"], stdout=log, stderr=subprocess.STDOUT,
+                            cwd=str(tmp_path), env=env)
+    server = PreforkProcessView(proc, tmp_path / "prefork.log")
+    try:
+        server.wait_ready()
+        python.unlink()      # "the new interpreter": the same one, marked by its environment
+        python.write_text(f"#!/bin/sh\nPREFORK_TEST_NEW_PYTHON=yes exec {sys.executable} \"$@\"\n")
+        python.chmod(0o755)
+        new = upgrade(server)
+        environ = Path(f"/proc/{new}/environ").read_bytes().split(b"\0")
+        assert b"PREFORK_TEST_NEW_PYTHON=yes" in environ
+        assert get(server.address, "/hello/").status == 200
+    finally:
+        server.cleanup()
+        log.close()
