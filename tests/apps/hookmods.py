@@ -11,6 +11,8 @@ import json
 import os
 import time
 
+from wsgiapps import append_json_line
+
 HOOKS_ENV = "PREFORK_TEST_HOOKS"
 
 not_callable = 42
@@ -25,12 +27,7 @@ def record(name, config, worker=None, **fields):
             "worker": None if worker is None else {
                 "pid": worker.pid, "generation": worker.generation, "slot": worker.slot}}
     line.update(fields)
-    # One write per line with O_APPEND: lines from master and workers never interleave.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (json.dumps(line) + "\n").encode())
-    finally:
-        os.close(fd)
+    append_json_line(path, line)
 
 
 def read(path):

@@ -40,7 +40,11 @@ def record(event, environ=None, **fields):
         line["remote_port"] = environ.get("REMOTE_PORT")
         line["id"] = query(environ).get("id", "")
     line.update(fields)
-    # One O_APPEND write per line: lines from several workers never interleave.
+    append_json_line(path, line)
+
+
+def append_json_line(path, line):
+    """One O_APPEND write per line: lines from several processes never interleave."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, (json.dumps(line) + "\n").encode())

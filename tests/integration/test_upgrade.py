@@ -112,9 +112,7 @@ def test_a_new_master_with_a_broken_config_leaves_the_old_one_serving(prefork_se
 
 @pytest.mark.timeout(60)
 def test_a_new_master_whose_workers_cannot_boot_is_given_up(prefork_server, tmp_path):
-    app = tmp_path / "deployed.py"
-    app.write_text(VERSION_APP.format(version="v1"))
-    server = start_app(prefork_server, tmp_path, "deployed:app", "--preload")
+    server, app = deploy_v1(prefork_server, tmp_path)
     app.write_text("raise RuntimeError('half-deployed')\n")
     server.signal(signal.SIGUSR2)
     reason = server.wait_for(FAILED)[0].group(1)
@@ -124,9 +122,7 @@ def test_a_new_master_whose_workers_cannot_boot_is_given_up(prefork_server, tmp_
 
 @pytest.mark.timeout(60)
 def test_a_new_master_that_hangs_is_killed_after_upgrade_timeout(prefork_server, tmp_path):
-    app = tmp_path / "deployed.py"
-    app.write_text(VERSION_APP.format(version="v1"))
-    server = start_app(prefork_server, tmp_path, "deployed:app", "--preload",
+    server, app = deploy_v1(prefork_server, tmp_path,
                                "--upgrade-timeout", "2")
     app.write_text("import time\ntime.sleep(600)\n")
     server.signal(signal.SIGUSR2)
@@ -138,9 +134,7 @@ def test_a_new_master_that_hangs_is_killed_after_upgrade_timeout(prefork_server,
 
 @pytest.mark.timeout(90)
 def test_hup_with_preload_loads_the_new_code_under_load(prefork_server, tmp_path):
-    app = tmp_path / "deployed.py"
-    app.write_text(VERSION_APP.format(version="v1"))
-    server = start_app(prefork_server, tmp_path, "deployed:app", "--preload")
+    server, app = deploy_v1(prefork_server, tmp_path)
     versions = {b"v1\n", b"v2\n"}
     with Load(server.address, clients=8, path="/", check=versions.__contains__) as load:
         wait_until(lambda: load.count() > 200, 20, "load to get going")
@@ -154,9 +148,7 @@ def test_hup_with_preload_loads_the_new_code_under_load(prefork_server, tmp_path
 
 @pytest.mark.timeout(60)
 def test_usr2_during_an_upgrade_is_ignored_and_a_stop_abandons_it(prefork_server, tmp_path):
-    app = tmp_path / "deployed.py"
-    app.write_text(VERSION_APP.format(version="v1"))
-    server = start_app(prefork_server, tmp_path, "deployed:app", "--preload")
+    server, app = deploy_v1(prefork_server, tmp_path)
     app.write_text("import time\ntime.sleep(600)\n")
     server.signal(signal.SIGUSR2)
     new = int(server.wait_for(r"USR2: upgrading: started a new master, PID (\d+)")[0].group(1))
@@ -211,6 +203,13 @@ class PreforkProcessView(PreforkProcess):
         self.proc, self.pid, self.log_path = proc, proc.pid, log_path
         self.workdir, self.seen_pids = log_path.parent, set()
         self._log = open(log_path, "rb")
+
+
+def deploy_v1(prefork_server, tmp_path: Path, *args: str):
+    """A preloaded app in tmp_path/deployed.py answering v1; (server, its source file)."""
+    app = tmp_path / "deployed.py"
+    app.write_text(VERSION_APP.format(version="v1"))
+    return start_app(prefork_server, tmp_path, "deployed:app", "--preload", *args), app
 
 
 def start_app(prefork_server, tmp_path: Path, target: str, *args: str,
