@@ -64,6 +64,11 @@ _user = _named(pwd.getpwnam, "user")
 _group = _named(grp.getgrnam, "group")
 
 
+def _owner(value: str) -> str:
+    user, _, group = value.partition(":")
+    return _user(user) or _group(group)
+
+
 def _dotted(value: str) -> str:
     """A hook: 'module:function' (or 'module.function'), imported when the master starts."""
     if value and not _DOTTED.fullmatch(value):
@@ -92,8 +97,9 @@ class Config:
         "", "What to serve: 'module:name' (a socketserver handler class or a "
         "WSGI app) or 'module:factory()'. Usually given on the command line.")
     bind: Tuple[str, ...] = setting(
-        ("127.0.0.1:8000",), "Addresses to listen on: HOST:PORT, :PORT or "
-        "[IPv6]:PORT. Repeat -b for several.", flag="-b", metavar="ADDR")
+        ("127.0.0.1:8000",), "Addresses to listen on: HOST:PORT, :PORT, [IPv6]:PORT "
+        "(TCP), udp://HOST:PORT, unix:/path, unix-dgram:/path, or fd://N (a socket "
+        "already open). Repeat -b for several.", flag="-b", metavar="ADDR")
     workers: int = setting(
         CPU_COUNT, "Number of worker processes (default: number of CPUs).",
         flag="-w", minimum=1, maximum=MAX_WORKERS, metavar="N")
@@ -108,6 +114,19 @@ class Config:
         32, "Threads per worker for the thread worker; while all are busy the "
         "worker stops accepting and new connections wait in the backlog.",
         minimum=1, metavar="N")
+    reuse_port: bool = setting(
+        False, "TCP and UDP: each worker listens on a socket of its own (SO_REUSEPORT) "
+        "and the kernel spreads connections over them. Without it the workers share "
+        "one socket, waited on with EPOLLEXCLUSIVE where Linux has it.")
+    unix_socket_mode: str = setting(
+        "", "Mode of unix socket files, in octal (e.g. 660); '' leaves what the "
+        "umask gives.", metavar="MODE", check=_octal)
+    unix_socket_owner: str = setting(
+        "", "Owner of unix socket files: USER or USER:GROUP (names or ids); '' "
+        "leaves the master's.", metavar="USER[:GROUP]", check=_owner)
+    max_packet_size: int = setting(
+        8192, "UDP and unix datagram: the largest datagram read; longer ones are "
+        "cut (as socketserver's UDPServer does).", minimum=1, maximum=65535, metavar="N")
     backlog: int = setting(
         2048, "Listen backlog: connections the kernel queues before accept.",
         minimum=1, metavar="N")

@@ -1,8 +1,21 @@
 """Bind specs -> listening sockets, made by the master before any fork.
 
-A :class:`BindSpec` is the parsed form of one ``-b`` address; :func:`bind`
-turns it into a :class:`Listener`: a non-blocking listening socket with
-``SO_REUSEADDR`` set, which every worker inherits across ``fork``.
+A :class:`BindSpec` is the parsed form of one ``-b`` address, one of
+socketserver's four kinds or an inherited fd:
+
+=====================  ==================================
+``HOST:PORT``          TCP (also ``tcp://``, ``[IPV6]:PORT``, ``:PORT``)
+``udp://HOST:PORT``    UDP
+``unix:/path``         unix stream socket
+``unix-dgram:/path``   unix datagram socket
+``fd://N``             a socket already open on fd N
+=====================  ==================================
+
+:func:`bind` turns it into a :class:`Listener`: a non-blocking socket
+(listening, for a stream) with ``SO_REUSEADDR`` set, which every worker
+inherits across ``fork``.  A unix socket file nobody listens on is a
+crash's leftover and is replaced; one a live process listens on is a
+bind error.
 """
 
 from __future__ import annotations
@@ -10,11 +23,15 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 import struct
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Tuple
 
 from .errors import BindError, ConfigError
+
+
+STREAM, DGRAM = socket.SOCK_STREAM, socket.SOCK_DGRAM
 
 
 @dataclass(frozen=True)
@@ -25,6 +42,23 @@ class BindSpec:
     family: int
     host: str
     port: int
+    type: int = STREAM
+    path: str = ""       # unix sockets
+    fd: int = -1         # fd://N
+
+    @property
+    def inet(self) -> bool:
+        return self.family in (socket.AF_INET, socket.AF_INET6)
+
+
+@dataclass(frozen=True)
+class BindOptions:
+    """How the master binds: the settings that apply to every address."""
+
+    backlog: int = 2048
+    reuse_port: bool = False
+    unix_mode: Optional[int] = None            # chmod of unix socket files
+    unix_owner: Optional[Tuple[int, int]] = None   # chown (uid, gid), -1 = unchanged
 
 
 @dataclass
@@ -39,19 +73,53 @@ class Listener:
         return self.sock.getsockname()
 
     @property
-    def name(self) -> str:
-        if not isinstance(self.address, tuple):
-            return f"unix:{self.address}"
-        host, port = self.address[:2]
-        return f"[{host}]:{port}" if self.spec.family == socket.AF_INET6 else f"{host}:{port}"
+    def datagram(self) -> bool:
+        return self.sock.type == DGRAM
 
-    def close(self) -> None:
+    @property
+    def name(self) -> str:
+        if self.sock.family == socket.AF_UNIX:
+            return f"{'unix-dgram' if self.datagram else 'unix'}:{self.address}"
+        host, port = self.address[:2]
+        if not port:    # reuse_port UDP: the master holds no bound socket, its workers do
+            return self.spec.text
+        where = f"[{host}]:{port}" if self.sock.family == socket.AF_INET6 else f"{host}:{port}"
+        return f"udp://{where}" if self.datagram else where
+
+    def close(self, unlink: bool = False) -> None:
+        """Close; with ``unlink``, also remove a unix socket's file (the master, at the end)."""
         self.sock.close()
+        if unlink and self.spec.path:
+            try:
+                os.unlink(self.spec.path)
+            except FileNotFoundError:
+                pass
 
 
 def parse(text: str) -> BindSpec:
-    """Parse ``HOST:PORT``, ``:PORT`` or ``[IPV6]:PORT``."""
-    host, sep, port_text = text.rpartition(":")
+    """Parse one bind address; see the module docstring for the forms."""
+    for prefix, kind in (("unix:", STREAM), ("unix-dgram:", DGRAM)):
+        if text.startswith(prefix):
+            if not text[len(prefix):]:
+                raise ConfigError(f"bind address {text!r}: no path after {prefix!r}")
+            return BindSpec(text, socket.AF_UNIX, "", 0, kind,
+                            path=os.path.abspath(text[len(prefix):]))
+    if text.startswith("fd://"):
+        number = text[len("fd://"):]
+        if not (number.isascii() and number.isdigit()):
+            raise ConfigError(f"bind address {text!r}: expected fd://N, N a file descriptor")
+        return BindSpec(text, 0, "", 0, 0, fd=int(number))
+    kind, rest = STREAM, text
+    if text.startswith("udp://"):
+        kind, rest = DGRAM, text[len("udp://"):]
+    elif text.startswith("tcp://"):
+        rest = text[len("tcp://"):]
+    family, host, port = _host_port(text, rest)
+    return BindSpec(text, family, host, port, kind)
+
+
+def _host_port(text: str, rest: str) -> Tuple[int, str, int]:
+    host, sep, port_text = rest.rpartition(":")
     if not sep:
         raise ConfigError(f"bind address {text!r}: expected HOST:PORT, :PORT or [IPV6]:PORT")
     family = socket.AF_INET
@@ -68,7 +136,7 @@ def parse(text: str) -> BindSpec:
         raise ConfigError(f"bind address {text!r}: port {port} is out of range")
     if not host:
         host = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    return BindSpec(text, family, host, port)
+    return family, host, port
 
 
 def parse_all(texts: Iterable[str]) -> List[BindSpec]:
@@ -81,10 +149,12 @@ def parse_all(texts: Iterable[str]) -> List[BindSpec]:
     return specs
 
 
-def _resolve(spec: BindSpec) -> tuple:
+def resolve(spec: BindSpec) -> tuple:
     """(family, type, proto, sockaddr) for ``spec``; BindError if the name does not resolve."""
+    if spec.family == socket.AF_UNIX:
+        return socket.AF_UNIX, spec.type, 0, spec.path
     try:
-        infos = socket.getaddrinfo(spec.host, spec.port, spec.family, socket.SOCK_STREAM,
+        infos = socket.getaddrinfo(spec.host, spec.port, spec.family, spec.type,
                                    0, socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise BindError(f"cannot bind {spec.text}: {exc.strerror}") from None
@@ -92,27 +162,77 @@ def _resolve(spec: BindSpec) -> tuple:
     return family, kind, proto, sockaddr
 
 
-def bind(spec: BindSpec, backlog: int) -> Listener:
-    """Create, bind and listen; raise BindError naming the address on failure."""
-    family, kind, proto, sockaddr = _resolve(spec)
+_REASONS = {errno.EADDRINUSE: "address already in use", errno.EACCES: "permission denied",
+            errno.EADDRNOTAVAIL: "address not available on this host"}
+
+
+def bind(spec: BindSpec, options: BindOptions = BindOptions(), listen: bool = True) -> Listener:
+    """Create, bind and (for a stream) listen; BindError naming the address on failure.
+
+    ``listen=False`` only binds: with reuse_port the master holds the address
+    but must not be one of the sockets the kernel hands connections to.
+    """
+    if spec.fd >= 0:
+        return from_fd(spec.fd, spec.text, options.backlog)
+    if spec.path:
+        remove_stale_socket(spec.path, f"cannot bind {spec.text}: file")
+    family, kind, proto, sockaddr = resolve(spec)
     sock = socket.socket(family, kind, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if spec.inet:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if options.reuse_port and spec.inet:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # Lets [::]:P and 0.0.0.0:P be bound side by side, as operators expect.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(sockaddr)
-        sock.listen(backlog)
+        if spec.path:
+            _set_file_access(spec.path, options)
+        if kind == STREAM and listen:
+            sock.listen(options.backlog)
         sock.setblocking(False)
         set_nodelay(sock)
     except OSError as exc:
         sock.close()
-        reason = {errno.EADDRINUSE: "address already in use",
-                  errno.EACCES: "permission denied",
-                  errno.EADDRNOTAVAIL: "address not available on this host"}.get(
-                      exc.errno, exc.strerror)
-        raise BindError(f"cannot bind {spec.text}: {reason}") from None
+        raise BindError(f"cannot bind {spec.text}: "
+                        f"{_REASONS.get(exc.errno, exc.strerror)}") from None
     return Listener(spec, sock)
+
+
+def _set_file_access(path: str, options: BindOptions) -> None:
+    if options.unix_mode is not None:
+        os.chmod(path, options.unix_mode)
+    if options.unix_owner is not None:
+        os.chown(path, *options.unix_owner)
+
+
+def remove_stale_socket(path: str, what: str) -> None:
+    """A socket file nobody listens on is left by a crash: remove it; a live one is an error."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise BindError(f"{what} {path} exists and is not a socket")
+    if _in_use(path, what):
+        raise BindError(f"{what} {path} is in use by a running process")
+    os.unlink(path)
+
+
+def _in_use(path: str, what: str) -> bool:
+    for kind in (STREAM, DGRAM):    # a stream probe cannot reach a datagram socket
+        with socket.socket(socket.AF_UNIX, kind) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                return False
+            except OSError as exc:
+                if exc.errno == errno.EPROTOTYPE:
+                    continue
+                raise BindError(f"{what} {path}: {exc.strerror}") from None
+            return True
+    return False
 
 
 def same_address(sock: socket.socket, wanted: str) -> bool:
@@ -120,7 +240,7 @@ def same_address(sock: socket.socket, wanted: str) -> bool:
     if sock.family == socket.AF_UNIX:
         return sock.getsockname() == os.path.abspath(wanted)
     try:
-        family, _, _, sockaddr = _resolve(parse(wanted))
+        family, _, _, sockaddr = resolve(parse(wanted))
     except (ConfigError, BindError):
         return False
     return family == sock.family and sock.getsockname()[:2] == sockaddr[:2]
@@ -151,21 +271,30 @@ def set_nodelay(sock: socket.socket) -> None:
     Set on a listener, Linux passes it on to every accepted connection, which
     saves a syscall per connection.
     """
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == STREAM:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 SD_LISTEN_FDS_START = 3
 
 
-def from_fd(fd: int, label: str) -> Listener:
-    """A Listener for an open listening socket (socket activation, an upgrade)."""
+def from_fd(fd: int, label: str, backlog: int = 2048) -> Listener:
+    """A Listener for a socket already open on ``fd`` (fd://N, socket activation, an
+    upgrade); a stream socket that is bound but not listening yet is made to listen."""
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise BindError(f"cannot use {label}: fd {fd} is not a socket")
+    except OSError as exc:
+        raise BindError(f"cannot use {label}: fd {fd}: {exc.strerror}") from None
     sock = socket.socket(fileno=fd)
+    if sock.type == STREAM and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.listen(backlog)
     sock.setblocking(False)
     set_nodelay(sock)
     address = sock.getsockname()
-    host, port = (address[0], address[1]) if isinstance(address, tuple) else (address, 0)
-    return Listener(BindSpec(label, sock.family, str(host), port), sock)
+    host, port = (str(address[0]), address[1]) if isinstance(address, tuple) else ("", 0)
+    # No path even for a unix socket: its file is not ours to remove.
+    return Listener(BindSpec(label, sock.family, host, port, sock.type, fd=fd), sock)
 
 
 def from_systemd() -> List[Listener]:
@@ -184,79 +313,3 @@ def from_systemd() -> List[Listener]:
         fd = SD_LISTEN_FDS_START + i
         found.append(from_fd(fd, labels[i] if i < len(labels) else f"fd://{fd}"))
     return found
-
-
-class ListenerSet:
-    """The master's listeners, keyed by spec, so a reload can keep, add or drop some.
-
-    A reload binds only the specs it does not hold yet; a listener no longer
-    used by any live generation is closed by :meth:`keep_only`.
-    """
-
-    def __init__(self, backlog: int) -> None:
-        self.backlog = backlog
-        self._by_spec: dict = {}
-        self._spares: List[Listener] = []
-        self.fresh: List[Listener] = []
-
-    def inherit(self, listeners: Sequence[Listener]) -> None:
-        """Sockets an old master handed over: :meth:`acquire` takes them instead of
-        binding the same address again (which would fail while the old one lives)."""
-        self._spares = list(listeners)
-
-    def close_spares(self) -> None:
-        """Inherited sockets the config no longer binds."""
-        for listener in self._spares:
-            listener.close()
-        self._spares = []
-
-    def acquire(self, specs: Sequence[BindSpec]) -> List[Listener]:
-        """Return listeners for ``specs``, binding the missing ones.
-
-        All or nothing: if one bind fails, the ones this call bound are closed.
-        Newly bound listeners are in :attr:`fresh` until the next call.
-        """
-        fresh: List[Listener] = []
-        try:
-            for spec in specs:
-                if spec not in self._by_spec:
-                    listener = self._take_spare(spec) or bind(spec, self.backlog)
-                    fresh.append(listener)
-                    self._by_spec[spec] = listener
-        except BindError:
-            for listener in fresh:
-                del self._by_spec[listener.spec]
-                listener.close()
-            raise
-        self.fresh = fresh
-        return [self._by_spec[s] for s in specs]
-
-    def _take_spare(self, spec: BindSpec) -> Optional[Listener]:
-        # The same text first: ":0" (any free port) means the port already got.
-        found = [l for l in self._spares if l.spec.text == spec.text]
-        if not found and self._spares:
-            family, _, _, sockaddr = _resolve(spec)
-            found = [l for l in self._spares
-                     if l.sock.family == family and l.address[:2] == sockaddr[:2]]
-        if not found:
-            return None
-        self._spares.remove(found[0])
-        return Listener(spec, found[0].sock)
-
-    def adopt(self, listeners: Sequence[Listener]) -> None:
-        """Take over sockets made elsewhere (socket activation)."""
-        for listener in listeners:
-            self._by_spec[listener.spec] = listener
-        self.fresh = list(listeners)
-
-    def all(self) -> List[Listener]:
-        return list(self._by_spec.values())
-
-    def keep_only(self, specs: Iterable[BindSpec]) -> None:
-        keep = set(specs)
-        for spec in list(self._by_spec):
-            if spec not in keep:
-                self._by_spec.pop(spec).close()
-
-    def close_all(self) -> None:
-        self.keep_only(())

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import stat
 from typing import Any, Callable, Dict, Optional
 
-from ..errors import PreforkError
+from .. import sockets
+from ..errors import BindError, PreforkError
 
 READ_TIMEOUT = 1.0
 MAX_REQUEST = 64 * 1024
@@ -31,7 +31,10 @@ class ControlServer:
         if inherited is not None:     # an old master's socket, handed over on USR2
             self.sock = inherited
             return
-        _remove_if_stale(self.path)
+        try:
+            sockets.remove_stale_socket(self.path, "control socket")
+        except BindError as exc:    # a running master's: not a bind of ours (exit 1)
+            raise PreforkError(str(exc)) from None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)    # created 0600: no window where others may connect
         try:
@@ -91,25 +94,6 @@ def _read_line(conn: socket.socket) -> bytes:
         if len(data) > MAX_REQUEST:
             raise OSError("request too large")
     return data.split(b"\n", 1)[0]
-
-
-def _remove_if_stale(path: str) -> None:
-    """A socket file nobody listens on is left by a crash: remove it; a live one is an error."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise PreforkError(f"control socket {path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise PreforkError(f"control socket {path} is in use by a running master")
 
 
 def request(path: str, message: Dict[str, Any], timeout: float = 10.0) -> Dict[str, Any]:

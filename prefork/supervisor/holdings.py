@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from .. import sockets
 from .control import ControlServer
+from .listeners import ListenerSet
 from .metrics_server import MetricsServer
 from .pidfile import PidFile
 from .upgrade import Inheritance
@@ -24,7 +25,7 @@ from .upgrade import Inheritance
 
 @dataclass
 class Holdings:
-    listeners: sockets.ListenerSet
+    listeners: ListenerSet
     pidfile: Optional[PidFile] = None
     control: Optional[ControlServer] = None
     metrics: Optional[MetricsServer] = None
@@ -63,6 +64,7 @@ class Holdings:
 
     def hand_over(self) -> None:
         """The new master serves: let go of what it now owns, removing nothing."""
+        self.listeners.owns_files = False
         if self.pidfile is not None:
             self.pidfile.release()     # it holds the same lock, and wrote its PID
             self.pidfile = None
@@ -76,6 +78,7 @@ class Holdings:
     def close(self, owner: bool) -> None:
         """At exit.  ``owner`` is false for a new master that never took over:
         the pidfile and control socket file are still the old master's."""
+        self.listeners.owns_files = self.listeners.owns_files and owner
         self.listeners.close_all()
         if self.control is not None:
             self.control.close() if owner else self.control.close_in_child()

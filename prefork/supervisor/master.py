@@ -36,6 +36,7 @@ from .events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify, Recyc
                      Reload, ReloadFailed, ReopenLogs, Signal, Spawn, Spawned,
                      SpawnFailed, Start, Tick, WorkerReady)
 from .holdings import Holdings, adopt_listeners, open_inherited
+from .listeners import ListenerSet, bind_options
 from .pidfile import PidFile
 from .spawn import MASTER_SIGNALS, Generation, become_worker
 from .upgrade import Inheritance, Upgrade
@@ -60,8 +61,9 @@ class Master:
         self.handed_over = False
         self.reload_config = reload_config
         self.identity = identity
-        self.holdings = Holdings(sockets.ListenerSet(config.backlog), pidfile)
+        self.holdings = Holdings(ListenerSet(bind_options(config)), pidfile)
         self.listeners = self.holdings.listeners
+        self.listeners.owns_files = inheritance is None   # until a new master takes over
         self.generations: Dict[int, Generation] = {}
         self.readiness: Readiness = NOT_DAEMON
         self._pending: Optional[Generation] = None
@@ -333,6 +335,7 @@ class Master:
             first = not self._ready
             if first:
                 self._ready = True
+                self.listeners.owns_files = True
                 if self.inheritance is not None and self.holdings.pidfile is not None:
                     self.holdings.pidfile.write(os.getpid())   # before the old master lets go
                 self.readiness.ok()

@@ -198,6 +198,6 @@ def _bind(address: str) -> socket.socket:
     except ConfigError as exc:
         raise ConfigError(f"key 'metrics_bind': {exc}") from None
     try:
-        return sockets.bind(spec, BACKLOG).sock
+        return sockets.bind(spec, sockets.BindOptions(BACKLOG)).sock
     except BindError as exc:
         raise BindError(f"metrics_bind: {exc}") from None

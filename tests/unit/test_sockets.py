@@ -1,12 +1,15 @@
 """Bind specs and listening sockets (real sockets, loopback only)."""
 
+import os
 import select
 import socket
+import stat
 
 import pytest
 
 from prefork.errors import EXIT_BIND, EXIT_CONFIG, BindError, ConfigError
-from prefork.sockets import BindSpec, ListenerSet, accept_queue_length, bind, parse, parse_all
+from prefork.sockets import BindOptions, BindSpec, accept_queue_length, bind, parse, parse_all
+from prefork.supervisor.listeners import ListenerSet
 
 V4, V6 = socket.AF_INET, socket.AF_INET6
 
@@ -65,7 +68,11 @@ def test_parse(text, family, host, port):
     ("host:", "port '' is not a number"),
     ("host:65536", "port 65536 is out of range"),
     ("host:-1", "port '-1' is not a number"),
-    ("unix:/run/app.sock", "is not a number"),
+    ("unix:", "no path after 'unix:'"),
+    ("unix-dgram:", "no path after 'unix-dgram:'"),
+    ("fd://", "expected fd://N"),
+    ("fd://three", "expected fd://N"),
+    ("udp://host", "expected HOST:PORT"),
 ])
 def test_parse_rejects(text, words):
     with pytest.raises(ConfigError) as info:
@@ -88,7 +95,7 @@ def test_parse_all_keeps_order():
 # -- bind ----------------------------------------------------------------------
 
 def test_bind_makes_a_nonblocking_reusable_listening_socket(listeners):
-    listener = bind(parse("127.0.0.1:0"), 16)
+    listener = bind(parse("127.0.0.1:0"), BindOptions(16))
     listeners.append(listener)
     sock = listener.sock
     port = listener.address[1]
@@ -104,14 +111,14 @@ def test_bind_makes_a_nonblocking_reusable_listening_socket(listeners):
 
 
 def test_bind_all_interfaces(listeners):
-    listener = bind(parse(":0"), 16)
+    listener = bind(parse(":0"), BindOptions(16))
     listeners.append(listener)
     assert listener.address[0] == "0.0.0.0"
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
 def test_bind_ipv6_is_v6_only(listeners):
-    listener = bind(parse("[::1]:0"), 16)
+    listener = bind(parse("[::1]:0"), BindOptions(16))
     listeners.append(listener)
     assert listener.sock.family == V6
     assert listener.name == f"[::1]:{listener.address[1]}"
@@ -121,7 +128,7 @@ def test_bind_ipv6_is_v6_only(listeners):
 def test_bind_error_names_the_address(taken_port):
     text = f"127.0.0.1:{taken_port}"
     with pytest.raises(BindError) as info:
-        bind(parse(text), 16)
+        bind(parse(text), BindOptions(16))
     assert info.value.status == EXIT_BIND == 4
     assert str(info.value) == f"cannot bind {text}: address already in use"
 
@@ -129,7 +136,7 @@ def test_bind_error_names_the_address(taken_port):
 def test_bind_error_for_an_address_not_on_this_host():
     # 192.0.2.0/24 is TEST-NET-1: documentation only, never assigned to a host.
     with pytest.raises(BindError, match=r"^cannot bind 192\.0\.2\.1:0: address not available"):
-        bind(parse("192.0.2.1:0"), 16)
+        bind(parse("192.0.2.1:0"), BindOptions(16))
 
 
 # -- ListenerSet ---------------------------------------------------------------
@@ -144,7 +151,7 @@ def is_closed(listener):
 
 
 def test_acquire_binds_once_and_returns_in_spec_order():
-    pool = ListenerSet(backlog=8)
+    pool = ListenerSet(BindOptions(backlog=8))
     try:
         a, b = pool.acquire([spec("a"), spec("b")])
         assert a.spec.text == "a" and b.spec.text == "b" and a.address != b.address
@@ -158,7 +165,7 @@ def test_acquire_binds_once_and_returns_in_spec_order():
 
 
 def test_acquire_is_all_or_nothing(taken_port):
-    pool = ListenerSet(backlog=8)
+    pool = ListenerSet(BindOptions(backlog=8))
     try:
         [kept] = pool.acquire([spec("kept")])
         with pytest.raises(BindError, match=f"127.0.0.1:{taken_port}"):
@@ -171,7 +178,7 @@ def test_acquire_is_all_or_nothing(taken_port):
 
 
 def test_keep_only_closes_what_no_generation_uses():
-    pool = ListenerSet(backlog=8)
+    pool = ListenerSet(BindOptions(backlog=8))
     try:
         a, b, c = pool.acquire([spec("a"), spec("b"), spec("c")])
         pool.keep_only([spec("b")])
@@ -184,7 +191,7 @@ def test_keep_only_closes_what_no_generation_uses():
 
 
 def test_accept_queue_length_counts_connections_waiting_for_accept():
-    listener = bind(parse("127.0.0.1:0"), backlog=16)
+    listener = bind(parse("127.0.0.1:0"), BindOptions(16))
     clients = [socket.create_connection(listener.address) for _ in range(3)]
     try:
         assert accept_queue_length(listener.sock) == 3
@@ -203,3 +210,90 @@ def _accept_when_ready(sock):
         return sock.accept()
     finally:
         sock.setblocking(False)
+
+
+# -- the other kinds -------------------------------------------------------------
+
+@pytest.mark.parametrize("text, family, kind, host, port", [
+    ("udp://127.0.0.1:5353", socket.AF_INET, socket.SOCK_DGRAM, "127.0.0.1", 5353),
+    ("udp://[::1]:53", socket.AF_INET6, socket.SOCK_DGRAM, "::1", 53),
+    ("udp://:53", socket.AF_INET, socket.SOCK_DGRAM, "0.0.0.0", 53),
+    ("tcp://127.0.0.1:80", socket.AF_INET, socket.SOCK_STREAM, "127.0.0.1", 80),
+])
+def test_parse_udp_and_tcp_prefixes(text, family, kind, host, port):
+    assert parse(text) == BindSpec(text, family, host, port, kind)
+
+
+def test_parse_unix_paths_absolute_and_fd():
+    assert parse("unix:/run/app.sock") == BindSpec("unix:/run/app.sock", socket.AF_UNIX, "", 0,
+                                                   socket.SOCK_STREAM, path="/run/app.sock")
+    dgram = parse("unix-dgram:app.sock")
+    assert dgram.type == socket.SOCK_DGRAM and dgram.path == os.path.abspath("app.sock")
+    assert parse("fd://7").fd == 7
+
+
+def test_a_unix_socket_is_made_with_its_mode_and_replaced_when_stale(tmp_path):
+    path = tmp_path / "app.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()                      # the file stays, nobody listens: a crash's leftover
+    listener = bind(parse(f"unix:{path}"), BindOptions(16, unix_mode=0o640))
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+        assert listener.name == f"unix:{path}"
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+    finally:
+        listener.close(unlink=True)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("kind, prefix", [(socket.SOCK_STREAM, "unix"),
+                                          (socket.SOCK_DGRAM, "unix-dgram")])
+def test_a_live_unix_socket_is_a_bind_error(tmp_path, kind, prefix):
+    path = tmp_path / "live.sock"
+    with socket.socket(socket.AF_UNIX, kind) as live:
+        live.bind(str(path))
+        if kind == socket.SOCK_STREAM:
+            live.listen(1)
+        with pytest.raises(BindError) as info:
+            bind(parse(f"{prefix}:{path}"), BindOptions(16))
+        assert info.value.status == EXIT_BIND and "in use by a running process" in str(info.value)
+    assert path.exists()
+
+
+def test_a_regular_file_is_never_replaced(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("keep")
+    with pytest.raises(BindError, match="exists and is not a socket"):
+        bind(parse(f"unix:{path}"), BindOptions(16))
+    assert path.read_text() == "keep"
+
+
+def test_udp_binds_without_listening():
+    listener = bind(parse("udp://127.0.0.1:0"), BindOptions(16))
+    try:
+        assert listener.datagram and listener.name.startswith("udp://127.0.0.1:")
+    finally:
+        listener.close()
+
+
+def test_fd_adopts_an_open_socket_and_makes_it_listen():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    listener = bind(parse(f"fd://{sock.detach()}"), BindOptions(16))
+    try:
+        with socket.create_connection(listener.address[:2], timeout=5):
+            pass                         # it listens now
+        assert listener.spec.path == ""  # a unix fd's file would not be ours to remove
+    finally:
+        listener.close(unlink=True)
+
+
+def test_fd_that_is_not_a_socket_is_a_bind_error(tmp_path):
+    fd = os.open(tmp_path / "plain", os.O_CREAT | os.O_RDWR)
+    try:
+        with pytest.raises(BindError, match="is not a socket"):
+            bind(parse(f"fd://{fd}"), BindOptions(16))
+    finally:
+        os.close(fd)
