@@ -162,9 +162,12 @@ def check(args: argparse.Namespace) -> int:
     from .hooks import Hooks
 
     config = _load(args)
-    sockets.parse_all(config.bind)
+    specs = sockets.parse_all(config.bind)
     Hooks(config)      # a hook path that does not import fails here as it would in serve
-    obj = target.load_servable(target.parse(config.target))
+    spec = target.parse(config.target)
+    obj = target.load_servable(spec)
+    # An fd://N socket's kind is only known once it is open, in serve.
+    target.check_kinds(spec, obj, [(s.text, s.type == sockets.DGRAM) for s in specs if s.fd < 0])
     kind = "a socketserver handler class" if target.is_handler_class(obj) else "a WSGI application"
     print(f"OK: {config.target} is {kind}; {config.workers} workers on "
           f"{', '.join(config.bind)}")

@@ -82,7 +82,7 @@ class Listener:
             return f"{'unix-dgram' if self.datagram else 'unix'}:{self.address}"
         host, port = self.address[:2]
         if not port:    # reuse_port UDP: the master holds no bound socket, its workers do
-            return self.spec.text
+            host, port = self.spec.host, self.spec.port
         where = f"[{host}]:{port}" if self.sock.family == socket.AF_INET6 else f"{host}:{port}"
         return f"udp://{where}" if self.datagram else where
 
@@ -172,8 +172,8 @@ def bind(spec: BindSpec, options: BindOptions = BindOptions(), listen: bool = Tr
     ``listen=False`` only binds: with reuse_port the master holds the address
     but must not be one of the sockets the kernel hands connections to.
     """
-    if spec.fd >= 0:
-        return from_fd(spec.fd, spec.text, options.backlog)
+    if spec.fd >= 0:    # the spec stays the one asked for: listeners are kept by spec
+        return Listener(spec, from_fd(spec.fd, spec.text, options.backlog).sock)
     if spec.path:
         remove_stale_socket(spec.path, f"cannot bind {spec.text}: file")
     family, kind, proto, sockaddr = resolve(spec)

@@ -2,7 +2,11 @@
 
 :func:`parse` checks the shape (a config error, exit 2) in the master;
 :func:`load` imports it (exit 3 on failure) in the worker, so the master
-never holds application code and every reload imports it afresh.
+never holds application code and every reload imports it afresh.  For the
+same reason :func:`check_kinds` (a target that cannot serve one of the bind
+addresses, e.g. a WSGI app on ``udp://``) runs where the target is loaded:
+in the worker, whose failure at the first start makes the master exit 3,
+and in ``prefork check``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import re
 import socketserver
 import traceback
 from dataclasses import dataclass
+from typing import Iterable, Tuple
 
 from .errors import ConfigError, TargetError
 
@@ -70,3 +75,32 @@ def load_servable(spec: TargetSpec) -> object:
         raise TargetError(f"target {spec.text!r} is {obj!r}: neither a "
                           "socketserver.BaseRequestHandler subclass nor a WSGI callable")
     return obj
+
+
+def check_kinds(spec: TargetSpec, obj: object, binds: Iterable[Tuple[str, bool]]) -> None:
+    """TargetError (exit 3) naming the address if ``obj`` cannot serve one of ``binds``.
+
+    ``binds``: (address as the operator wrote it, whether it is a datagram
+    socket).  WSGI speaks HTTP over a stream; a StreamRequestHandler reads a
+    connection and a DatagramRequestHandler a packet; a plain
+    BaseRequestHandler may serve both (``isinstance(self.request, tuple)``
+    tells a datagram).
+    """
+    for address, datagram in binds:
+        why = _mismatch(obj, datagram)
+        if why:
+            raise TargetError(f"target {spec.text!r} cannot serve {address}: {why}")
+
+
+def _mismatch(obj: object, datagram: bool) -> str:
+    if not is_handler_class(obj):
+        return ("a WSGI application needs a stream socket (HOST:PORT or unix:), "
+                "not a datagram one") if datagram else ""
+    if datagram and issubclass(obj, socketserver.StreamRequestHandler):
+        return (f"{obj.__name__} is a socketserver.StreamRequestHandler, which reads a "
+                "connection, not datagrams (subclass DatagramRequestHandler, or "
+                "BaseRequestHandler to serve both)")
+    if not datagram and issubclass(obj, socketserver.DatagramRequestHandler):
+        return (f"{obj.__name__} is a socketserver.DatagramRequestHandler, which reads "
+                "datagrams (udp:// or unix-dgram:), not a stream socket")
+    return ""

@@ -70,8 +70,10 @@ class ListenerSet:
         if self.options.reuse_port and spec.inet and spec.type == DGRAM:
             # Every bound UDP socket of a reuse_port group gets its share of the
             # datagrams, and the master reads none: check the address, keep nothing.
-            probe = bind(spec, self.options)
-            probe.close()
+            if not spec.port:
+                raise BindError(f"cannot bind {spec.text}: with reuse_port a UDP address "
+                                "needs a port (each worker binds its own socket to it)")
+            bind(spec, self.options).close()
             return Listener(spec, socket.socket(spec.family, DGRAM))
         # With reuse_port each worker listens on a socket of its own; the
         # master's only holds the address (a listening one would take a share).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, List, NoReturn
 
 from .. import log, sockets
@@ -21,6 +21,7 @@ from ..hooks import Hooks
 from ..target import TargetSpec
 from ..worker.process import WorkerContext, run_worker
 from . import privileges
+from .listeners import bind_options
 
 if TYPE_CHECKING:   # pragma: no cover
     from .events import Spawn
@@ -58,6 +59,9 @@ def become_worker(master: "Master", action: "Spawn", generation: Generation,
         os.close(master.alive_w)
         master.reports.close_read_end_in_child()
         master.holdings.close_in_worker(generation.listeners)
+        listeners = generation.listeners
+        if generation.config.reuse_port:
+            listeners = [_own_socket(l, generation.config) for l in listeners]
         master.readiness.close_in_child()
         if master.upgrade is not None:
             master.upgrade.close()
@@ -65,10 +69,22 @@ def become_worker(master: "Master", action: "Spawn", generation: Generation,
         if master.identity is not None:
             privileges.drop(master.identity)
         ctx = WorkerContext(generation.config, generation.target, action.generation,
-                            action.slot, generation.listeners, master.scoreboard,
+                            action.slot, listeners, master.scoreboard,
                             master.reports, master.alive_r, generation.hooks, generation.app)
     except BaseException:
         logger.exception("worker setup failed")
         log.flush()
         os._exit(1)
     run_worker(ctx)
+
+
+def _own_socket(shared: sockets.Listener, config: Config) -> sockets.Listener:
+    """reuse_port: this worker's own socket on the shared one's address (made before
+    privileges are dropped: the kernel only groups sockets of one user)."""
+    if not shared.spec.inet:
+        return shared       # unix sockets and fd:// have no SO_REUSEPORT group
+    host, port = shared.address[:2]
+    spec = replace(shared.spec, host=host, port=port or shared.spec.port)
+    own = sockets.bind(spec, replace(bind_options(config), reuse_port=True))
+    shared.close()
+    return own

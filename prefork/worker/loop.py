@@ -6,14 +6,18 @@ connections a protocol parks here (HTTP keep-alive).  Each registered key's
 ``data`` is the callback to run when it is ready.
 
 A server (one per listener) has ``socket``, ``accepted(conn, address, loop)``
-and ``server_close()``.  A parked connection has ``tick(now)`` (called about
+and ``server_close()``; a datagram server (``datagram = True``) has
+``get_request()`` and ``received(request, address, loop)`` instead of
+``accepted``: its socket being readable means a request, not a connection,
+is waiting.  A parked connection has ``tick(now)`` (called about
 twice a second, for its deadlines), ``stop()`` (graceful stop: finish the
 current request, then close) and is dropped with :meth:`ServeLoop.forget`.
 
-Graceful stop (TERM, or the master gone): accept what the kernel had queued
-when the stop began, close this worker's copy of the listeners, let jobs and
-connections finish, exit.  The master enforces graceful_timeout; the loop
-enforces it too, for the case where there is no master left to do it.
+Graceful stop (TERM, or the master gone): accept (or read, for datagrams)
+what the kernel had queued when the stop began, close this worker's copy of
+the listeners, let jobs and connections finish, exit.  The master enforces
+graceful_timeout; the loop enforces it too, for the case where there is no
+master left to do it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import selectors
 import signal
 import time
@@ -40,6 +45,26 @@ DRAIN_UNKNOWN = 64   # connections to drain where the OS does not report its que
 # accept() errors that mean "this connection is gone" or "try later", not a bug.
 _TRANSIENT_ACCEPT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
 _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
+
+
+def wake_one(selector: selectors.BaseSelector, sock: Any) -> bool:
+    """Wait on a shared listener with EPOLLEXCLUSIVE (Linux >= 4.5), if possible.
+
+    Every worker waits on the same socket; without the flag, each connection
+    wakes all of them and all but one find nothing to accept (the thundering
+    herd).  With it the kernel wakes one worker that is waiting in epoll, so a
+    busy worker is passed over.  The selectors module has no word for the
+    flag, so the fd is registered again on its epoll object directly; the
+    flag cannot be added with a modify.
+    """
+    epoll = getattr(selector, "_selector", None)
+    if not EPOLLEXCLUSIVE or not isinstance(epoll, select.epoll):
+        return False
+    fd = sock.fileno()
+    epoll.unregister(fd)
+    epoll.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
+    return True
 
 
 class ServeLoop:
@@ -99,6 +124,7 @@ class ServeLoop:
             if on:
                 self.selector.register(server.socket, selectors.EVENT_READ,
                                        lambda s=server: self._accept(s))
+                wake_one(self.selector, server.socket)
             else:
                 self.selector.unregister(server.socket)
         self._listening = on
@@ -207,6 +233,9 @@ class ServeLoop:
             batch = limit
         else:
             batch = getattr(server, "accept_batch", 0) or self.dispatcher.accept_batch
+        if getattr(server, "datagram", False):
+            self._receive(server, batch, drain=limit is not None)
+            return
         while batch > 0 and (limit is not None or self._has_room()):
             try:
                 conn, address = server.socket.accept()
@@ -226,6 +255,30 @@ class ServeLoop:
                 server.accepted(conn, address, self)
             except OSError:
                 conn.close()   # the client left between accept and here
+        if not self._has_room():
+            self._listen(False)
+
+    def _receive(self, server: Any, batch: int, drain: bool) -> None:
+        """Read up to ``batch`` datagrams, each run as one job; ``drain``: regardless of room.
+
+        A datagram holds a thread for as long as its handler runs, like a
+        connection, so a thread worker reads no more than it has free
+        threads: the rest wait in the socket's queue for a worker with room.
+        """
+        while batch > 0 and (drain or self._has_room()):
+            try:
+                request, address = server.get_request()
+            except BlockingIOError:
+                break   # another worker won the race, or the queue is empty
+            except OSError as exc:
+                # Out of kernel memory, or an error queued on the socket: keep
+                # serving, but do not spin on a socket that keeps failing.
+                logger.error("recvfrom failed: %s; pausing reads for a moment", exc.strerror)
+                self._listen(False)
+                self._resume_at = time.monotonic() + FD_PAUSE
+                break
+            batch -= 1
+            server.received(request, address, self)
         if not self._has_room():
             self._listen(False)
 

@@ -27,6 +27,7 @@ from setproctitle import setproctitle
 from .. import log, target
 from ..config import Config
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_TARGET, TargetError
+from ..handlers.datagram import DatagramServer
 from ..handlers.stream import HandlerServer
 from ..hooks import NO_HOOKS, Hooks, WorkerInfo
 from ..handlers.wsgi import AccessLog, WSGIServer
@@ -124,6 +125,7 @@ def _run(ctx: WorkerContext) -> int:
     ctx.hooks.call("post_fork", config, info)
     try:
         app = ctx.app if ctx.app is not None else target.load_servable(ctx.target)
+        target.check_kinds(ctx.target, app, [(l.name, l.datagram) for l in ctx.listeners])
     except TargetError as exc:
         logger.error("%s", exc)
         ctx.reports.send(BOOT_ERROR, pid, str(exc).split("\n", 1)[0])
@@ -139,7 +141,8 @@ def _run(ctx: WorkerContext) -> int:
     if config.access_log and not is_handler:
         access_log = AccessLog(config.access_log, config.access_log_format)
     if is_handler:
-        servers = [HandlerServer(l.sock, app, config.idle_timeout) for l in ctx.listeners]
+        servers = [DatagramServer(l.sock, app, config.max_packet_size) if l.datagram
+                   else HandlerServer(l.sock, app, config.idle_timeout) for l in ctx.listeners]
     else:
         servers = [WSGIServer(l.sock, app, config, kind == "thread", access_log)
                    for l in ctx.listeners]

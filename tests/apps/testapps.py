@@ -44,3 +44,36 @@ class SometimesFailingHandler(socketserver.StreamRequestHandler):
         if line == b"boom":
             raise RuntimeError("boom from SometimesFailingHandler")
         self.wfile.write(f"{os.getpid()}\n".encode())
+
+
+class DatagramPidHandler(socketserver.DatagramRequestHandler):
+    """Answer each datagram with 'PID DATA', so tests can tell workers apart.
+
+    'sleep S ...' sleeps S seconds first (keeps a worker busy); 'boom' raises,
+    to show the worker logs it and goes on.
+    """
+
+    def handle(self) -> None:
+        data = self.rfile.read()
+        if data == b"boom":
+            raise RuntimeError("boom from DatagramPidHandler")
+        if data.startswith(b"sleep "):
+            time.sleep(float(data.split()[1]))
+        self.wfile.write(b"%d %s" % (os.getpid(), data))
+
+
+class EitherKindHandler(socketserver.BaseRequestHandler):
+    """One plain BaseRequestHandler for stream and datagram listeners alike.
+
+    A datagram arrives as (data, socket), as socketserver.UDPServer hands it:
+    the answer is 'datagram PID DATA-UPPER'.  A connection gets one line and
+    answers 'stream PID LINE-UPPER'.
+    """
+
+    def handle(self) -> None:
+        if isinstance(self.request, tuple):
+            data, sock = self.request
+            sock.sendto(b"datagram %d %s" % (os.getpid(), data.upper()), self.client_address)
+        else:
+            line = self.request.makefile("rb").readline()
+            self.request.sendall(b"stream %d %s" % (os.getpid(), line.upper()))

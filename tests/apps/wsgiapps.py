@@ -83,7 +83,9 @@ def describe(environ, body):
         "script_name": environ.get("SCRIPT_NAME", ""),
         "raw_uri": environ.get("RAW_URI", environ.get("REQUEST_URI")),
         "protocol": environ.get("SERVER_PROTOCOL"),
+        "remote_addr": environ.get("REMOTE_ADDR"),
         "remote_port": environ.get("REMOTE_PORT"),
+        "server": [environ.get("SERVER_NAME"), environ.get("SERVER_PORT")],
         "multithread": environ.get("wsgi.multithread"),
         "headers": {k: v for k, v in environ.items()
                     if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH")},

@@ -48,6 +48,15 @@ class PreforkProcess:
         self.pid = self.proc.pid
         self.seen_pids: Set[int] = set()
 
+    @classmethod
+    def attach(cls, proc: subprocess.Popen, log_path: Path) -> "PreforkProcess":
+        """The same log reading and cleanup for a master started some other way."""
+        self = cls.__new__(cls)
+        self.proc, self.pid, self.log_path = proc, proc.pid, log_path
+        self.workdir, self.seen_pids = log_path.parent, set()
+        self._log = open(log_path, "rb")
+        return self
+
     # -- reading the log --------------------------------------------------
 
     def log(self) -> str:

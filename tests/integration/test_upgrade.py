@@ -196,15 +196,6 @@ def app(environ, start_response):
 '''
 
 
-class PreforkProcessView(PreforkProcess):
-    """The harness's log reading and cleanup for a master started some other way."""
-
-    def __init__(self, proc: subprocess.Popen, log_path: Path) -> None:
-        self.proc, self.pid, self.log_path = proc, proc.pid, log_path
-        self.workdir, self.seen_pids = log_path.parent, set()
-        self._log = open(log_path, "rb")
-
-
 def deploy_v1(prefork_server, tmp_path: Path, *args: str):
     """A preloaded app in tmp_path/deployed.py answering v1; (server, its source file)."""
     app = tmp_path / "deployed.py"
@@ -250,7 +241,7 @@ def test_the_interpreter_is_looked_up_again(tmp_path):
     proc = subprocess.Popen([str(python), "-m", "prefork", "serve", "wsgiapps:router", "-b",
                              "127.0.0.1:0", "-w", "1"], stdout=log, stderr=subprocess.STDOUT,
                             cwd=str(tmp_path), env=env)
-    server = PreforkProcessView(proc, tmp_path / "prefork.log")
+    server = PreforkProcess.attach(proc, tmp_path / "prefork.log")
     try:
         server.wait_ready()
         python.unlink()      # "the new interpreter": the same one, marked by its environment

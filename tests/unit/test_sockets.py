@@ -297,3 +297,27 @@ def test_fd_that_is_not_a_socket_is_a_bind_error(tmp_path):
             bind(parse(f"fd://{fd}"), BindOptions(16))
     finally:
         os.close(fd)
+
+
+def test_wake_one_registers_a_listener_exclusively_and_it_still_reports():
+    selectors = pytest.importorskip("selectors")
+    from prefork.worker.loop import EPOLLEXCLUSIVE, wake_one
+    listener = bind(parse("127.0.0.1:0"), BindOptions(16))
+    selector = selectors.DefaultSelector()
+    try:
+        selector.register(listener.sock, selectors.EVENT_READ, "listener")
+        exclusive = wake_one(selector, listener.sock)
+        assert exclusive == bool(EPOLLEXCLUSIVE and isinstance(selector,
+                                                             selectors.EpollSelector))
+        with socket.create_connection(listener.address[:2], timeout=5):
+            assert [key.data for key, _ in selector.select(5)] == ["listener"]
+        selector.unregister(listener.sock)     # and it can be taken out again
+    finally:
+        selector.close()
+        listener.close()
+
+
+def test_reuse_port_udp_needs_a_port():
+    pool = ListenerSet(BindOptions(16, reuse_port=True))
+    with pytest.raises(BindError, match="needs a port"):
+        pool.acquire([parse("udp://127.0.0.1:0")])
