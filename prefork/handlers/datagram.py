@@ -106,7 +106,7 @@ class DatagramServer(socketserver.BaseServer):
         pass
 
     def close_idle(self, min_wait: float) -> None:
-        """No connections, so nothing is idle between requests (the loop calls it on every server)."""
+        """Nothing to do: no connection sits idle between two datagrams."""
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         raise RuntimeError("prefork runs the serve loop; handlers must not call serve_forever()")
