@@ -96,17 +96,18 @@ class Master:
             bound = self.listeners.acquire(sockets.parse_all(self.config.bind))
             self.listeners.close_spares()
         self._log_fresh_listeners()
-        self.generations[self.arbiter.generation] = Generation(self.config, spec, bound, self.hooks,
-                                         self._preload(spec, self.config))
+        self.generations[self.arbiter.generation] = Generation(
+            self.config, spec, bound, self.hooks, self._preload(spec, bound))
         open_inherited(self.holdings, self.inheritance, self.config.control_socket,
                        self.config.metrics_bind, self._respond, self._render_metrics)
         if self.holdings.metrics is not None:
             logger.info("metrics at http://%s/metrics", self.holdings.metrics.name)
 
-    def _preload(self, spec: target.TargetSpec, config: Config) -> object:
-        if not config.preload:
+    def _preload(self, spec: target.TargetSpec, bound: List[sockets.Listener]) -> object:
+        if not self.config.preload:
             return None
         app = target.load_servable(spec)
+        target.check_kinds(spec, app, [(l.name, l.datagram) for l in bound])
         # What the import made stays out of the collector's way, so that a
         # collection in a worker does not touch (and copy) the shared pages.
         gc.freeze()

@@ -94,7 +94,8 @@ class PreforkProcess:
 
     def addresses(self) -> List[tuple]:
         found = []
-        for m in self.wait_for(r"listening at (\[?[^\s\]]+\]?):(\d+)"):
+        # TCP addresses only: not udp://, unix: or fd:// ones.
+        for m in self.wait_for(r"listening at (?![a-z-]+:/)(\[?[^\s\]]+\]?):(\d+)"):
             host = m.group(1).strip("[]")
             found.append((host, int(m.group(2))))
         return found
