@@ -1,11 +1,18 @@
-"""Fixtures for integration tests; the machinery is in harness.py."""
+"""Fixtures for the tests that start real servers (integration, reliability).
 
+The machinery is in tests/integration/harness.py, importable from every
+test folder.
+"""
+
+import sys
 from pathlib import Path
 from typing import Iterator, List, Optional
 
 import pytest
 
-from harness import PreforkProcess
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
+
+from harness import PreforkProcess  # noqa: E402
 
 
 @pytest.fixture
