@@ -12,7 +12,8 @@ Requests are read, whole, before the app runs, and responses wait in the
 selector for a slow reader, so no client holds a worker by being slow.
 Deadlines are checked by :meth:`tick`, which the loop calls about twice a
 second: header_timeout from the first byte of a head (408), client_timeout
-of no progress on a body or a response, keepalive for an idle connection.
+of no progress on a body (408) or a response (reset), keepalive for an idle
+connection.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import struct
 import tempfile
 import time
 from typing import Any, Optional
@@ -32,6 +34,7 @@ from .response import CONTINUE, error_response
 HEAD, BODY, APP, WRITE, CLOSING = "head", "body", "app", "write", "closing"
 RECV_SIZE = 64 * 1024   # below malloc's mmap threshold: no mmap/munmap per recv
 LINGER = 2.0           # seconds to keep reading after our close, so our last reply is not reset
+_RESET = struct.pack("ii", 1, 0)   # struct linger {l_onoff 1, l_linger 0}: close sends RST
 
 
 class EmptyInput:
@@ -122,8 +125,10 @@ class HttpConnection:
             return
         if self.state == HEAD and self.parser.buffered or self.state == BODY:
             self._reject(408)
+        elif self.state == WRITE:
+            self._reset()  # a stalled reader
         else:
-            self.close()   # idle keep-alive, stalled reader, or lingering done
+            self.close()   # idle keep-alive, or lingering done
 
     def stop(self) -> None:
         """Graceful stop: a connection ends after a response that says Connection: close.
@@ -315,6 +320,20 @@ class HttpConnection:
         self.state = CLOSING
         self.deadline = time.monotonic() + LINGER
         self._want(selectors.EVENT_READ)
+
+    def _reset(self) -> None:
+        """Close with a reset (SO_LINGER 0): the kernel drops what it still holds to send.
+
+        A plain close would leave it queued in an orphaned socket: up to a
+        whole send buffer (4 MiB) that a client keeping its end open and
+        reading a few bytes a second pins for hours, so cutting slow readers
+        at client_timeout would free nothing.
+        """
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        except OSError:
+            pass
+        self.close()
 
     def close(self) -> None:
         if self.closed:
