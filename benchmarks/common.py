@@ -21,13 +21,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 Result = Dict[str, float]
 
 
-def parse_args(description: str, argv: Optional[List[str]]) -> argparse.Namespace:
+def parse_args(description: str, argv: Optional[List[str]],
+               workers: int = 2) -> argparse.Namespace:
     """The options every load benchmark takes; exits when wrk is missing."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=workers)
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -45,8 +46,8 @@ def schedule(rounds: int, modes: Sequence[str], names: Sequence[str]):
                 yield mode, name
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -62,14 +63,16 @@ def wait_port(port: int, deadline: float = 20.0) -> None:
     raise RuntimeError(f"nothing listening on {port} after {deadline} s")
 
 
-def start(argv: Sequence[str], port: int, env: Optional[dict] = None,
+def start(argv: Sequence[str], port: Optional[int], env: Optional[dict] = None,
           cwd: Optional[str] = None) -> subprocess.Popen:
-    """Start a server in its own session (so its children can be killed with it)."""
+    """Start a server in its own session (so its children can be killed with it);
+    wait for a TCP port unless ``port`` is None."""
     proc = subprocess.Popen(list(argv), env={**os.environ, **(env or {})}, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        wait_port(port)
+        if port is not None:
+            wait_port(port)
     except RuntimeError:
         stop(proc)
         raise
@@ -95,8 +98,9 @@ def _seconds(text: str) -> float:
 
 
 def run_wrk(port: int, duration: int, connections: int, close: bool = False,
-            path: str = "/") -> Result:
-    argv = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
+            path: str = "/", threads: int = 2) -> Result:
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
+            "--timeout", "5s"]
     if close:
         argv += ["-H", "Connection: close"]
     out = subprocess.run(argv + [f"http://127.0.0.1:{port}{path}"], capture_output=True,
