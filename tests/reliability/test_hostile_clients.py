@@ -1,24 +1,34 @@
 """Hostile clients (issue 7): a well-behaved client is still answered within 100 ms at p99.
 
 Each scenario starts ``prefork serve hostile_apps:router -w 2 -k sync`` on
-127.0.0.1, starts an attack, waits until the workers hold the attack's
-connections (counted in /proc: the workers' sockets on the server's port,
-not a sleep), then times a well-behaved client for a few seconds: one
-request on a new connection, one on a kept-alive connection, in turn,
-sequentially.  Each mode must see zero failures and p99 < 100 ms, and the
-attack must have held (on average) at least half its connections while the
-client was measured.  The same client is timed for a second before the
-attack: if even then its p99 is over 50 ms, other processes hold the CPUs
-and the scenario skips rather than measure the machine.  The server runs with its default limits: header_timeout
-cuts slowloris connections after 10 s and client_timeout a stalled reader
-after 30 s, which is the defence; an attack whose connections were all cut
-is started again (another wave), as an attacker would, so that in the long
-form the client is measured under fire for the whole run.
+127.0.0.1 with its default limits, starts an attack, waits until the
+workers hold the attack's connections (their socket fds, counted in /proc:
+a readiness signal, not a sleep), then times a well-behaved client for a
+few seconds: one request on a new connection, one on a kept-alive
+connection, in turn, sequentially.  Each mode must see zero failures and
+p99 < 100 ms, and the attack must have held on average at least half its
+connections meanwhile.  header_timeout (10 s) cuts slowloris connections and
+client_timeout (30 s) stalled readers: that is the defence, and an attack
+whose connections are all gone is started again (another wave), as an
+attacker would, so the long form measures under fire throughout.
 
 Attacks: slowhttptest (Debian) -H (slowloris: headers trickling in), -B
 (slow POST: a body trickling in), -X (slow read: a tiny receive window), a
 pool of Python slow readers of 64 MiB responses (this file run as a script,
 see :func:`slow_readers`), and all of them at once.
+
+Figures per scenario: the attack's connections (held at the start, on
+average and at the least while the client ran), the client's requests and
+failures, p50/p99/max per mode, and per second of probing the CPU time of
+the two workers and the time they and the client sat runnable without a
+CPU (/proc/PID/schedstat).  On a shared machine a slow answer's time is
+that wait, not work: the workers spend well under a millisecond of CPU on
+each of the client's requests, attack or not.  So a scenario skips, rather
+than measure the machine, when the client timed for a second before the
+attack already has a p99 over 50 ms, or when the p99 under attack is over
+100 ms while the workers and the client waited more than a quarter of the
+time for a CPU and the workers used less than half a CPU (a server burning
+CPU under attack still fails).
 
 Slow readers and the kernel's TCP memory: over loopback (MSS 64 KiB) the
 kernel grows the send buffer of a connection whose reader stalls to its
@@ -30,6 +40,11 @@ well-behaved client's too, stalls for seconds.  Over a real network (MSS
 announce an Ethernet MSS (TCP_MAXSEG 1448), and slowhttptest -X, which
 cannot, gets only as many connections as :func:`loopback_slow_read_budget`
 allows.
+
+Beyond these scenarios: an attack holding workers x worker_connections
+connections (2000 here) stops the workers accepting, and a new client waits
+in the backlog until header_timeout frees room; that is the documented
+limit, not checked here.
 """
 
 from __future__ import annotations
@@ -54,11 +69,14 @@ from conftest import seconds
 pytestmark = pytest.mark.integration
 
 P99_LIMIT = 0.100        # seconds: the promise
-PROBE_TIMEOUT = 2.0      # a probe request slower than this is a failure, not a sample
+PROBE_TIMEOUT = 5.0      # a probe request slower than this is a failure, not a sample
 PACE = 0.005             # seconds between two probe rounds: a client, not a load generator
 PROBE_SECONDS = seconds(4, 25)
 CALM_SECONDS = 1.0       # the client timed before the attack too: what the machine allows
 CALM_LIMIT = P99_LIMIT / 2   # a calm p99 above this: too busy a machine to measure (skip)
+STARVED = 0.25           # s/s the workers and the client waited for a CPU: a busy machine...
+BUSY_WORKERS = 0.5       # ...unless the workers themselves ran this much (s/s): then it is them
+MIN_SAMPLES = 20         # answers per mode, at the least, for a p99 to mean something
 HELD_AT_LEAST = 0.5      # of the attack's connections, on average, while the probe runs
 READY_WITHIN = 30.0      # seconds for an attack to establish its connections
 BIG = 64 << 20           # response size for the slow readers: never finished
@@ -279,6 +297,22 @@ class Client:
             self.kept = None
 
 
+def schedstat(pids: List[int], field: int) -> float:
+    """Seconds these processes have spent on a CPU (field 0) or runnable without one
+    (field 1), from /proc/PID/schedstat.
+
+    On a shared machine the second is where a slow answer's time goes: neither
+    the worker nor the client did anything, they waited for a CPU.
+    """
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[field])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
 def percentile(values: List[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
@@ -295,7 +329,7 @@ def under_fire(proc, attacks: List[Attack], figures: Callable[..., None]) -> Non
     """Start ``attacks``, wait until the workers hold their connections, time the client."""
     address = proc.address
     target = sum(a.connections for a in attacks)
-    workers = proc.worker_pids()
+    workers = sorted(proc.worker_pids())
     baseline = held_sockets(proc)     # the listeners
     calm = Client(address)       # the same client before the attack: what the machine allows
     end = time.monotonic() + CALM_SECONDS
@@ -332,7 +366,10 @@ def under_fire(proc, attacks: List[Attack], figures: Callable[..., None]) -> Non
         ready_held = held
 
         next_sample = 0.0
-        end = time.monotonic() + PROBE_SECONDS
+        watched = sorted(proc.worker_pids()) + [os.getpid()]
+        waited, worked = schedstat(watched, 1), schedstat(workers, 0)
+        began = time.monotonic()
+        end = began + PROBE_SECONDS
         while time.monotonic() < end:
             client.fresh()
             client.keep_alive()
@@ -343,6 +380,8 @@ def under_fire(proc, attacks: List[Attack], figures: Callable[..., None]) -> Non
                 for attack in attacks:
                     attack.keep_up()
             time.sleep(PACE)
+        waited, worked = schedstat(watched, 1) - waited, schedstat(workers, 0) - worked
+        probed = time.monotonic() - began
     finally:
         client.close()
         for attack in attacks:
@@ -359,21 +398,38 @@ def under_fire(proc, attacks: List[Attack], figures: Callable[..., None]) -> Non
         "failures": len(client.failures),
         "calm_p99_ms": ms(calm_p99),
         "loadavg": round(load, 1),
+        # ms per second of probing: what the two workers did, and how long they
+        # and the client waited for a CPU (> 0: other processes had it)
+        "workers_cpu_ms_per_s": round(worked * 1e3 / probed, 1),
+        "cpu_wait_ms_per_s": round(waited * 1e3 / probed, 1),
     }
     for mode, times in (("fresh", fresh), ("keepalive", kept)):
         if times:
             counts.update({f"{mode}_p50_ms": ms(percentile(times, 50)),
                            f"{mode}_p99_ms": ms(percentile(times, 99)),
                            f"{mode}_max_ms": ms(max(times))})
+    slow = [mode for mode, times in (("fresh", fresh), ("keepalive", kept))
+            if len(times) < MIN_SAMPLES or percentile(times, 99) >= P99_LIMIT]
+    # Slow (or too slow to count), yet the workers hardly ran while they and the
+    # client queued for a CPU: other processes had the machine, and this measured them.
+    starved = waited > STARVED * probed and worked < BUSY_WORKERS * probed
+    if slow and starved:
+        counts["inconclusive"] = "machine too busy"
     figures(**counts)
 
     log = proc.log()
     assert "Traceback" not in log, log[-3000:]
-    assert proc.worker_pids() == workers, f"a worker was replaced:\n{log[-3000:]}"
+    assert sorted(proc.worker_pids()) == workers, f"a worker was replaced:\n{log[-3000:]}"
     assert not client.failures, client.failures[:10]
     assert average_held >= HELD_AT_LEAST * target, \
         f"the attack faded: {samples} of {target}\n" + "\n".join(a.output() for a in attacks)
-    assert len(fresh) >= 20 and len(kept) >= 20, counts
+    if slow and starved:
+        pytest.skip(f"inconclusive, the machine is too busy: p99 over 100 ms or under "
+                    f"{MIN_SAMPLES} answers ({', '.join(slow)}) "
+                    f"while the workers used {counts['workers_cpu_ms_per_s']} ms of CPU a second "
+                    f"and waited, with the client, {counts['cpu_wait_ms_per_s']} ms a second "
+                    f"for one: {counts}")
+    assert len(fresh) >= MIN_SAMPLES and len(kept) >= MIN_SAMPLES, counts
     assert percentile(fresh, 99) < P99_LIMIT, counts
     assert percentile(kept, 99) < P99_LIMIT, counts
 
