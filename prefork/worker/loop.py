@@ -11,7 +11,8 @@ and ``server_close()``; a datagram server (``datagram = True``) has
 ``accepted``: its socket being readable means a request, not a connection,
 is waiting.  A parked connection has ``tick(now)`` (called about
 twice a second, for its deadlines), ``stop()`` (graceful stop: finish the
-current request, then close) and is dropped with :meth:`ServeLoop.forget`.
+current request, then close), ``hurry(deadline)`` (the master is gone: if
+idle, close by then) and is dropped with :meth:`ServeLoop.forget`.
 
 Graceful stop (TERM, or the master gone): accept (or read, for datagrams)
 what the kernel had queued when the stop began, close this worker's copy of
@@ -177,6 +178,15 @@ class ServeLoop:
         while True:
             now = time.monotonic()
             self.slot.heartbeat(now)
+            # Deadlines first: a stopping worker whose last connections they
+            # close exits now, not after one more wait in select.
+            if now >= self._next_sweep:
+                self._next_sweep = now + SWEEP
+                for connection in list(self.connections):
+                    connection.tick(now)
+                if self.stopping:
+                    for server in self.servers:
+                        server.close_idle(IDLE_WAIT)
             if self.stopping:
                 if self.dispatcher.idle() and not self.connections:
                     return
@@ -186,13 +196,6 @@ class ServeLoop:
                     return
             if not self._listening and self._has_room() and now >= self._resume_at:
                 self._listen(True)
-            if now >= self._next_sweep:
-                self._next_sweep = now + SWEEP
-                for connection in list(self.connections):
-                    connection.tick(now)
-                if self.stopping:
-                    for server in self.servers:
-                        server.close_idle(IDLE_WAIT)
             timeout = TICK
             if self.connections or self.stopping:
                 timeout = min(TICK, self._next_sweep - now)
@@ -292,3 +295,11 @@ class ServeLoop:
     def _on_master_gone(self) -> None:
         self.selector.unregister(self.alive_fd)
         self.stop("the master is gone")
+        # An orphan leaves once its in-flight requests are done: an idle
+        # keep-alive client gets IDLE_WAIT to send one more request (answered
+        # with Connection: close), not its whole keep-alive deadline as on a
+        # TERM, and the sweep that closes idle connections runs just then.
+        soon = time.monotonic() + IDLE_WAIT
+        for connection in list(self.connections):
+            connection.hurry(soon)
+        self._next_sweep = soon

@@ -143,6 +143,11 @@ class HttpConnection:
         if exchange is not None and not exchange.head_done:
             exchange.keep_alive = False
 
+    def hurry(self, deadline: float) -> None:
+        """The worker is orphaned: if idle (or done and lingering), close by ``deadline``."""
+        if self.state == CLOSING or (self.state == HEAD and not self.parser.buffered):
+            self.deadline = min(self.deadline, deadline)
+
     # -- reading requests ----------------------------------------------------
 
     def _advance(self) -> None:
