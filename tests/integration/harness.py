@@ -155,6 +155,13 @@ class PreforkProcess:
 
     def cleanup(self) -> None:
         self.seen_pids.update(self.worker_pids())
+        # Masters started by an upgrade the test did not follow (it failed first),
+        # and their workers: reparented to init, they are found through the log.
+        for m in re.finditer(r"started a new master, PID (\d+)", self.log()):
+            upgraded = int(m.group(1))
+            self.seen_pids.add(upgraded)
+            self.pid = upgraded
+            self.seen_pids.update(self.worker_pids())
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
