@@ -14,7 +14,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from . import __version__, commands as steering, config as config_mod, log, sockets, target
-from .errors import EXIT_OK, ConfigError, PreforkError
+from .errors import EXIT_OK, PreforkError
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +113,7 @@ def _serve(args: argparse.Namespace, inheritance: Any, readiness: Any) -> int:
         master = Master(config, lambda: _prepare(_load(args), chdir=False), pidfile, identity,
                         inheritance)
         master.bind()
-        _touch_access_log(config.access_log)
+        log.touch_access_log(config.access_log)
         if identity is not None:
             privileges.hand_over([config.error_log, config.access_log], identity)
     except BaseException:
@@ -130,16 +130,6 @@ def _serve(args: argparse.Namespace, inheritance: Any, readiness: Any) -> int:
         pidfile.write(os.getpid())   # an upgraded master writes it once it is serving
     return master.run(readiness)
 
-
-
-def _touch_access_log(path: str) -> None:
-    """Create the access log now, as the master's user: a bad path is a start-up error."""
-    if not path or path == "-":
-        return
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
-    except OSError as exc:
-        raise ConfigError(f"key 'access_log': cannot open {path}: {exc.strerror}") from None
 
 
 def _prepare(config: config_mod.Config, chdir: bool = True) -> config_mod.Config:

@@ -61,6 +61,17 @@ def _redirect_stderr(error_log: str) -> None:
     os.close(fd)
 
 
+def touch_access_log(path: str) -> None:
+    """Create the access log now, as the master's user: a bad path is a config error
+    (at start, exit 2; on a reload, the reload fails naming it, not the new workers)."""
+    if not path or path == "-":
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
+    except OSError as exc:
+        raise ConfigError(f"key 'access_log': cannot open {path}: {exc.strerror}") from None
+
+
 def console(text: str) -> None:
     """Write a line to the operator's terminal, even when fd 2 is the error log."""
     if _console_fd < 0:

@@ -232,7 +232,10 @@ class Master:
                 self.listeners.fresh = []
             else:
                 bound = self.listeners.acquire(sockets.parse_all(config.bind))
+            log.touch_access_log(config.access_log)    # as at start: a bad path fails here
             log.configure(config.error_log, config.log_level)
+            if self.identity is not None:   # a new log file: workers must be able to reopen it
+                privileges.hand_over([config.error_log, config.access_log], self.identity)
             hooks = Hooks(config)
         except PreforkError as exc:
             return ReloadFailed(str(exc))

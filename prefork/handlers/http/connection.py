@@ -123,6 +123,8 @@ class HttpConnection:
     def tick(self, now: float) -> None:
         if now < self.deadline or self.state == APP:
             return
+        if self.state in (HEAD, BODY) and self._read_late():
+            return
         if self.state == HEAD and self.parser.buffered or self.state == BODY:
             self._reject(408)
         elif self.state == WRITE:
@@ -147,6 +149,19 @@ class HttpConnection:
         """The worker is orphaned: if idle (or done and lingering), close by ``deadline``."""
         if self.state == CLOSING or (self.state == HEAD and not self.parser.buffered):
             self.deadline = min(self.deadline, deadline)
+
+    def _read_late(self) -> bool:
+        """Before a read deadline is enforced, take what the client sent meanwhile.
+
+        The deadline can pass while this worker could not read: a sync worker
+        busy with another request longer than ``keepalive``, or a stall.  A
+        request that arrived in time is then served, not reset with its
+        connection.  True if the connection moved on (served, closed, or its
+        deadline renewed); False if nothing came and the deadline stands.
+        """
+        deadline = self.deadline
+        self._on_readable()
+        return self.closed or self.state not in (HEAD, BODY) or self.deadline != deadline
 
     # -- reading requests ----------------------------------------------------
 

@@ -64,6 +64,7 @@ _good_host = _Remembered(_HOST, 1024)
 
 
 _FORBIDDEN_TRAILERS = frozenset(("content-length", "transfer-encoding", "host"))
+_CHUNK_LINE = 1024       # longest chunk-size line (size and extensions), CRLF not counted
 
 
 class ProtocolError(Exception):
@@ -170,7 +171,9 @@ class RequestParser:
             raise ProtocolError(400, "bare CR or LF in the request line")
         if len(body) > limits.request_line:
             raise ProtocolError(414, "request line too long")
-        if len(buf) > limits.request_line + limits.header_count * (limits.header_size + 2):
+        # The longest head the limits allow is the request line, its fields, each
+        # with its CRLF, and the empty line: until then it may still be whole.
+        if len(buf) >= limits.request_line + limits.header_count * (limits.header_size + 2) + 4:
             raise ProtocolError(431, "request header block too large")
 
     def _parse_head(self, head: str) -> Request:
@@ -316,9 +319,12 @@ class RequestParser:
         buf = self._buf
         end = buf.find(b"\r\n")
         if end < 0:
-            if len(buf) > 1024 or b"\n" in buf:
+            # A line at the limit may be buffered with the CR of its CRLF.
+            if len(buf) > _CHUNK_LINE + 1 or b"\n" in buf:
                 raise ProtocolError(400, "bad chunk size line")
             return False
+        if end > _CHUNK_LINE:     # the same limit whether the line came whole or in pieces
+            raise ProtocolError(400, "chunk size line too long")
         line = buf[:end]
         self._buf = buf[end + 2:]
         match = _CHUNK_SIZE.fullmatch(line)
@@ -338,7 +344,7 @@ class RequestParser:
         buf = self._buf
         end = buf.find(b"\r\n")
         if end < 0:
-            if len(buf) > self.limits.header_size:
+            if len(buf) > self.limits.header_size + 1:    # + the CR of its CRLF
                 raise ProtocolError(431, "trailer field too large")
             return False
         line = buf[:end].decode("latin-1")
