@@ -27,6 +27,7 @@ import socket
 import socketserver
 from typing import Any, Tuple, Type
 
+from .pooled import PooledServer
 from ..worker.inflight import client
 
 logger = logging.getLogger("prefork")
@@ -39,7 +40,7 @@ def sender(address: Any) -> str:
     return client(address) if address else "an unbound client"
 
 
-class DatagramServer(socketserver.BaseServer):
+class DatagramServer(PooledServer):
     """socketserver's UDPServer API over a datagram socket the master already bound.
 
     The socket is shared by every worker and stays non-blocking: a handler's
@@ -107,13 +108,6 @@ class DatagramServer(socketserver.BaseServer):
 
     def close_idle(self, min_wait: float) -> None:
         """Nothing to do: no connection sits idle between two datagrams."""
-
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
-        raise RuntimeError("prefork runs the serve loop; handlers must not call serve_forever()")
-
-    def shutdown(self) -> None:
-        logger.warning("%s called server.shutdown(); under prefork, stop the pool with "
-                       "a signal to the master instead", self.RequestHandlerClass.__name__)
 
     def server_close(self) -> None:
         """Drop this worker's copy of the socket once its handlers are done.

@@ -21,6 +21,7 @@ import socketserver
 import time
 from typing import Any, Optional, Set, Type
 
+from .pooled import PooledServer
 from ..worker.inflight import Tracker, client
 
 
@@ -81,7 +82,7 @@ class TrackedSocket(socket.socket):
         return cls(conn.family, conn.type, conn.proto, fileno=conn.detach())
 
 
-class HandlerServer(socketserver.BaseServer):
+class HandlerServer(PooledServer):
     """socketserver's server API over a listener the master already bound."""
 
     def __init__(self, sock: socket.socket, handler_class: Type[socketserver.BaseRequestHandler],
@@ -161,13 +162,6 @@ class HandlerServer(socketserver.BaseServer):
 
     def close_request(self, request: socket.socket) -> None:
         request.close()
-
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
-        raise RuntimeError("prefork runs the serve loop; handlers must not call serve_forever()")
-
-    def shutdown(self) -> None:
-        logger.warning("%s called server.shutdown(); under prefork, stop the pool with "
-                       "a signal to the master instead", self.RequestHandlerClass.__name__)
 
     def server_close(self) -> None:
         """The listener belongs to the master; a worker only drops its copy."""
