@@ -14,7 +14,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections import Counter
 from statistics import median
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -29,10 +31,20 @@ def parse_args(description: str, argv: Optional[List[str]],
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=workers)
+    parser.add_argument("--only", default="",
+                        help="comma-separated words; run only servers whose name has one")
+    parser.add_argument("--modes", default="",
+                        help="comma-separated words; run only modes whose name has one")
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     return args
+
+
+def chosen(names: Sequence[str], words: str) -> List[str]:
+    """The names that contain one of the comma-separated ``words`` (all when empty)."""
+    wanted = [w.strip() for w in words.split(",") if w.strip()]
+    return [n for n in names if not wanted or any(w in n for w in wanted)]
 
 
 def schedule(rounds: int, modes: Sequence[str], names: Sequence[str]):
@@ -97,14 +109,36 @@ def _seconds(text: str) -> float:
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit or "s"]
 
 
+def connection_spread(port: int, processes: int) -> List[int]:
+    """Established connections to ``port`` per server process, largest first
+    (from ``ss``), padded with zeros up to ``processes``; [] without ``ss``."""
+    try:
+        out = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    counts = sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
+    return counts + [0] * (processes - len(counts))
+
+
 def run_wrk(port: int, duration: int, connections: int, close: bool = False,
-            path: str = "/", threads: int = 2) -> Result:
+            path: str = "/", threads: int = 2, spread_over: int = 0) -> Result:
+    """One wrk run; with ``spread_over`` (the worker count), also how wrk's
+    connections were spread over the server's processes halfway through."""
+    spread: List[int] = []
+    sampler = None
+    if spread_over:
+        sampler = threading.Timer(duration / 2,
+                                  lambda: spread.extend(connection_spread(port, spread_over)))
+        sampler.start()
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
             "--timeout", "5s"]
     if close:
         argv += ["-H", "Connection: close"]
     out = subprocess.run(argv + [f"http://127.0.0.1:{port}{path}"], capture_output=True,
                          text=True, timeout=duration + 30).stdout
+    if sampler is not None:
+        sampler.join()
     if "Requests/sec" not in out or "50%" not in out:
         return {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": -1}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -115,7 +149,7 @@ def run_wrk(port: int, duration: int, connections: int, close: bool = False,
     errors = sum(int(n) for n in re.findall(r"(?:connect|write|timeout) (\d+)", out))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "p50": p50, "p99": p99,
-            "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
+            "errors": errors + (int(non2xx.group(1)) if non2xx else 0), "spread": spread}
 
 
 def open_idle_connections(port: int, count: int) -> List[socket.socket]:
@@ -136,8 +170,12 @@ def open_idle_connections(port: int, count: int) -> List[socket.socket]:
 
 def print_table(results: Dict[Tuple[str, str], List[Result]], modes: Sequence[str],
                 servers: Sequence[str], baseline: str) -> None:
-    print("| mode | server | req/s | p50 ms | p99 ms | errors | ratio |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    """The median of each cell's rounds; with spreads, each round's connections per
+    worker and p99 (a p99 depends on how the connections were spread)."""
+    spreads = any(r.get("spread") for runs in results.values() for r in runs)
+    print("| mode | server | req/s | p50 ms | p99 ms | errors | ratio |"
+          + (" connections per worker: p99 ms, each round |" if spreads else ""))
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if spreads else ""))
     for mode in modes:
         # A mode the baseline was not run in is compared with its first mode.
         base_runs = results.get((mode, baseline)) or results.get((modes[0], baseline))
@@ -149,4 +187,10 @@ def print_table(results: Dict[Tuple[str, str], List[Result]], modes: Sequence[st
             rps = median(r["rps"] for r in runs)
             print(f"| {mode} | {name} | {rps:,.0f} | {median(r['p50'] for r in runs) * 1e3:.2f} "
                   f"| {median(r['p99'] for r in runs) * 1e3:.2f} "
-                  f"| {sum(r['errors'] for r in runs)} | {rps / base if base else 0:.2f} |")
+                  f"| {sum(r['errors'] for r in runs)} | {rps / base if base else 0:.2f} |"
+                  + (f" {_spreads(runs)} |" if spreads else ""))
+
+
+def _spreads(runs: List[Result]) -> str:
+    return ", ".join(f"{'/'.join(map(str, r['spread'])) or '?'}: {r['p99'] * 1e3:.1f}"
+                     for r in runs)

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import (free_port, open_idle_connections, parse_args, print_table,  # noqa: E402
+from common import (chosen, free_port, open_idle_connections, parse_args, print_table,  # noqa: E402
                     run_wrk, schedule, start, stop)
 
 REPO = HERE.parent
@@ -76,7 +76,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     modes = {"keep-alive": "", "Connection: close": "close", f"keep-alive, {IDLE} idle": "idle"}
     results: dict = {}
     env = {"PYTHONPATH": f"{HERE}:{REPO}"}
-    for mode, name in schedule(args.rounds, list(modes), list(table)):
+    names = chosen(list(table), args.only)
+    for mode, name in schedule(args.rounds, chosen(list(modes), args.modes), names):
         kind = modes[mode]
         if kind == "idle" and not name.startswith("prefork"):
             continue
@@ -88,14 +89,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         idle = open_idle_connections(port, IDLE) if kind == "idle" else []
         try:
             results.setdefault((mode, name), []).append(
-                run_wrk(port, args.duration, args.connections, close=kind == "close"))
+                run_wrk(port, args.duration, args.connections, close=kind == "close",
+                        spread_over=args.workers))
         finally:
             for s in idle:
                 s.close()
             stop(proc)
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.workers} workers each, "
           f"{args.rounds} round(s), median per cell; ratio = req/s over gunicorn sync\n")
-    print_table(results, list(modes), list(table), "gunicorn sync")
+    print_table(results, list(modes), names, "gunicorn sync")
     return 0
 
 
