@@ -33,7 +33,7 @@ import time
 from typing import Any, Callable, List, Optional, Set
 
 from ..scoreboard import DRAINING, READY, WorkerSlot
-from ..sockets import accept_queue_length
+from ..sockets import accept_queue_length, accepter
 from .inflight import Describe, Tracker
 
 logger = logging.getLogger("prefork")
@@ -93,6 +93,8 @@ class ServeLoop:
         self._listening = False
         self._resume_at = 0.0
         self._next_sweep = 0.0
+        self._accepters = {id(s): accepter(s.socket) for s in servers
+                           if not getattr(s, "datagram", False)}
 
     # -- setup -----------------------------------------------------------
 
@@ -239,9 +241,10 @@ class ServeLoop:
         if getattr(server, "datagram", False):
             self._receive(server, batch, drain=limit is not None)
             return
+        accept = self._accepters[id(server)]
         while batch > 0 and (limit is not None or self._has_room()):
             try:
-                conn, address = server.socket.accept()
+                conn, address = accept()
             except BlockingIOError:
                 break   # another worker won the race, or the queue is empty
             except OSError as exc:

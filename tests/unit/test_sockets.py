@@ -8,7 +8,8 @@ import stat
 import pytest
 
 from prefork.errors import EXIT_BIND, EXIT_CONFIG, BindError, ConfigError
-from prefork.sockets import BindOptions, BindSpec, accept_queue_length, bind, parse, parse_all
+from prefork.sockets import (BindOptions, BindSpec, accept_queue_length, accepter, bind, parse,
+                             parse_all)
 from prefork.supervisor.listeners import ListenerSet
 
 V4, V6 = socket.AF_INET, socket.AF_INET6
@@ -321,3 +322,31 @@ def test_reuse_port_udp_needs_a_port():
     pool = ListenerSet(BindOptions(16, reuse_port=True))
     with pytest.raises(BindError, match="needs a port"):
         pool.acquire([parse("udp://127.0.0.1:0")])
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_accepter_gives_what_socket_accept_gives(kind, tmp_path):
+    if kind == "tcp":
+        listener = socket.create_server(("127.0.0.1", 0))
+        target = listener.getsockname()
+    else:
+        listener = socket.socket(socket.AF_UNIX)
+        target = str(tmp_path / "s")
+        listener.bind(target)
+        listener.listen()
+    listener.setblocking(False)
+    accept = accepter(listener)
+    with listener, socket.socket(listener.family) as client:
+        with pytest.raises(BlockingIOError):
+            accept()
+        client.connect(target)
+        select.select([listener], [], [], 5)
+        conn, address = accept()
+        with conn:
+            assert isinstance(conn, socket.socket)
+            assert (conn.family, conn.type) == (listener.family, socket.SOCK_STREAM)
+            assert conn.getblocking() and conn.gettimeout() is None
+            assert not conn.get_inheritable()
+            assert address == client.getsockname()
+            client.sendall(b"x")
+            assert conn.recv(1) == b"x"
