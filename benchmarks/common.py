@@ -192,5 +192,12 @@ def print_table(results: Dict[Tuple[str, str], List[Result]], modes: Sequence[st
 
 
 def _spreads(runs: List[Result]) -> str:
-    return ", ".join(f"{'/'.join(map(str, r['spread'])) or '?'}: {r['p99'] * 1e3:.1f}"
-                     for r in runs)
+    """Each round's spread and p99; "none open" where the server closes every
+    connection after its response (no spread to see)."""
+    return ", ".join(f"{_spread(r.get('spread', []))}: {r['p99'] * 1e3:.1f}" for r in runs)
+
+
+def _spread(counts: List[int]) -> str:
+    if not counts:
+        return "?"
+    return "/".join(map(str, counts)) if any(counts) else "none open"
