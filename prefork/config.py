@@ -154,7 +154,8 @@ class Config:
         "worker is killed and replaced.", minimum=0.0, metavar="S")
     max_rss: int = setting(
         0, "Recycle a worker whose resident memory exceeds this many MiB (0 = no "
-        "limit): it finishes its requests while its replacement starts.",
+        "limit): it finishes its requests while its replacement starts. Turned off, "
+        "with an error, if a worker is over it before serving anything.",
         minimum=0, metavar="MIB")
     max_requests_jitter: int = setting(
         0, "Add a random 0..N to max_requests per worker, so workers do not "

@@ -101,6 +101,11 @@ class Scoreboard:
             if view.pid:
                 yield view
 
+    def served(self, slot: int) -> int:
+        """Requests the slot's worker finished, plus those in flight."""
+        requests, connections = _COUNTS.unpack_from(self._mm, slot * SLOT_SIZE + _REQUESTS_AT)[:2]
+        return requests + connections
+
     def heartbeat_of(self, slot: int) -> float:
         return _DOUBLE.unpack_from(self._mm, slot * SLOT_SIZE + _HEARTBEAT_AT)[0]
 

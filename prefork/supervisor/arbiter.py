@@ -16,7 +16,7 @@ never dips.  Whether a worker is stuck or bloated is judged in :mod:`.health`.
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional
 
 from ..errors import EXIT_OK, EXIT_TARGET
@@ -176,7 +176,10 @@ class Arbiter:
                 w.retiring = True
                 continue
             verdict = health.over_memory(w, event, self.limits)
-            if verdict is not None:
+            if verdict is not None and verdict.reason == "max_rss_unreachable":
+                self.limits = replace(self.limits, max_rss=0)
+                actions.append(Log("error", verdict.text))
+            elif verdict is not None:
                 w.recycle = verdict.reason
                 actions.append(Log("warning", verdict.text))
         return actions

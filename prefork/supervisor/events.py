@@ -98,12 +98,13 @@ class Tick:
     request_timeout is on): since when the worker's longest-running request
     has run, and what it is (``"GET / HTTP/1.1" from 10.0.0.1:5000``), or
     ``(0.0, "")`` when it runs none.  ``rss`` (read only while max_rss is
-    on): resident bytes.
+    on): resident bytes; ``served`` (with it): requests finished or in flight.
     """
 
     heartbeats: Mapping[int, float] = field(default_factory=dict)
     requests: Mapping[int, Tuple[float, str]] = field(default_factory=dict)
     rss: Mapping[int, int] = field(default_factory=dict)
+    served: Mapping[int, int] = field(default_factory=dict)
 
 
 # -- actions ----------------------------------------------------------------

@@ -57,12 +57,22 @@ def stuck(w: "Worker", tick: Tick, now: float, limits: Limits) -> Optional[Verdi
 
 def over_memory(w: "Worker", tick: Tick, limits: Limits) -> Optional[Verdict]:
     """Recycle ``w``?  Only a ready worker not already on its way out: one still
-    booting has not settled, and one already replaced must not be replaced twice."""
+    booting has not settled, and one already replaced must not be replaced twice.
+
+    A worker over the limit before it served anything says the limit is
+    below what a fresh worker needs: every replacement would be recycled in
+    turn, a churn that only costs.  That verdict is "max_rss_unreachable".
+    """
     if not limits.max_rss or not w.ready or w.replaceable:
         return None
     rss = tick.rss.get(w.pid, 0)
     if rss <= limits.max_rss * MIB:
         return None
+    if tick.served.get(w.pid) == 0:
+        return Verdict("max_rss_unreachable",
+                       f"{w.label()} uses {rss / MIB:.1f} MiB before serving any request, "
+                       f"over max_rss ({limits.max_rss} MiB): replacements would start as big, "
+                       "so max_rss is off until the next reload; raise it")
     return Verdict("max_rss", f"{w.label()} uses {rss / MIB:.1f} MiB, over max_rss "
                               f"({limits.max_rss} MiB); starting its replacement")
 

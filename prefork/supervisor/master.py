@@ -209,7 +209,8 @@ class Master:
         return Tick({w.pid: board.heartbeat_of(w.slot) for w in workers},
                     {w.pid: board.running(w.slot) for w in workers} if limits.request_timeout
                     else {},
-                    {w.pid: status.rss_bytes(w.pid) for w in workers} if limits.max_rss else {})
+                    {w.pid: status.rss_bytes(w.pid) for w in workers} if limits.max_rss else {},
+                    {w.pid: board.served(w.slot) for w in workers} if limits.max_rss else {})
 
     def _feed(self, event: object) -> Optional[int]:
         actions = self.arbiter.decide(event, time.monotonic())

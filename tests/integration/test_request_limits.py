@@ -134,3 +134,25 @@ def test_a_worker_over_max_rss_is_recycled_without_a_failed_request(prefork_serv
     log = server.log()
     assert "unexpectedly" not in log and "over max_rss" in log
     assert len(re.findall("over max_rss", log)) == 1
+
+
+@pytest.mark.timeout(60)
+def test_max_rss_below_a_fresh_worker_is_turned_off_not_churned(prefork_server, tmp_path):
+    served = start(prefork_server, tmp_path, "router", "-w", "2", "-k", "sync",
+                   "--max-rss", "1")
+    server, address = served.proc, served.address
+    server.wait_for(r"before serving any request, over max_rss \(1 MiB\): replacements would "
+                    r"start as big, so max_rss is off until the next reload", timeout=10)
+    pids = server.worker_pids()
+    assert len(pids) == 2
+    # Nothing to wait for: the point is that no recycling happens over the next ticks.
+    end = time.monotonic() + 2.5
+    answered = set()
+    while time.monotonic() < end:
+        resp = get(address, "/slow?t=0")
+        assert resp.status == 200
+        answered.add(resp.json()["pid"])
+    log = server.log()
+    assert "starting its replacement" not in log and "unexpectedly" not in log
+    assert len(re.findall("max_rss is off", log)) == 1
+    assert answered <= pids and server.worker_pids() == pids

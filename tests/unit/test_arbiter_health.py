@@ -14,10 +14,10 @@ from prefork.supervisor.health import MIB, Limits
 GET = '"GET /sleep?s=30 HTTP/1.1" from 127.0.0.1:40312'
 
 
-def tick(pool, now, requests=None, rss=None):
+def tick(pool, now, requests=None, rss=None, served=None):
     """A Tick with fresh heartbeats, as from workers that are alive and well."""
-    return pool.decide(Tick({pid: now for pid in pool.arb.workers}, requests or {}, rss or {}),
-                       now)
+    return pool.decide(Tick({pid: now for pid in pool.arb.workers}, requests or {}, rss or {},
+                            served or {}), now)
 
 
 # -- request_timeout -------------------------------------------------------------
@@ -115,3 +115,25 @@ def test_a_worker_recycled_for_max_requests_is_not_marked_again_for_max_rss():
     assert effects(out) == [Spawn(1, 2)]
     assert tick(pool, T + 2, rss={p1: 50 * MIB}) == []
     assert pool.arb.workers[p1].recycle == "max_requests"
+
+
+def test_max_rss_below_a_fresh_worker_turns_off_instead_of_churning():
+    pool, (p1, p2) = running(2, max_rss=50)
+    out = tick(pool, T + 1, rss={p1: 80 * MIB, p2: 81 * MIB}, served={p1: 0, p2: 0})
+    # Said once, as an error; nobody is replaced, and RSS is no longer read.
+    assert out == [Log("error", f"worker {p1} (gen 1) uses 80.0 MiB before serving any request, "
+                                "over max_rss (50 MiB): replacements would start as big, so "
+                                "max_rss is off until the next reload; raise it")]
+    assert pool.arb.limits.max_rss == 0
+    assert tick(pool, T + 2, rss={p1: 90 * MIB, p2: 90 * MIB}, served={p1: 5, p2: 5}) == []
+    assert not any(w.recycle for w in pool.arb.workers.values())
+    # A reload brings the configured limit back.
+    new = pool.fork(pool.decide(Reload(2, max_rss=50), T + 3), T + 3)
+    pool.ready(new, T + 4)
+    assert pool.arb.limits.max_rss == 50
+
+
+def test_a_worker_over_max_rss_after_serving_is_recycled_even_if_it_got_there_fast():
+    pool, (p1, p2) = running(2, max_rss=50)
+    out = tick(pool, T + 1, rss={p1: 80 * MIB, p2: 20 * MIB}, served={p1: 3, p2: 0})
+    assert effects(out) == [Spawn(1, 2)] and pool.arb.workers[p1].recycle == "max_rss"

@@ -155,3 +155,16 @@ def test_claim_and_release_forget_the_request(board):
     board.slot(0).show_running(2.0, b"old")
     board.claim(0, 11, 2, 3.0)
     assert board.running(0) == (0.0, "")
+
+
+def test_served_counts_finished_and_in_flight_requests(board):
+    board.claim(0, 10, 1, 1.0)
+    slot = board.slot(0)
+    assert board.served(0) == 0
+    slot.request_started(2.0)
+    assert board.served(0) == 1
+    slot.request_finished(3.0)
+    slot.request_started(4.0)
+    assert board.served(0) == 2
+    board.claim(0, 11, 2, 5.0)
+    assert board.served(0) == 0
