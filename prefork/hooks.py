@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict
 
 from .config import Config
 from .errors import ConfigError
+from .target import import_failure
 
 logger = logging.getLogger("prefork")
 
@@ -78,9 +79,9 @@ def resolve(key: str, path: str) -> Callable[..., Any]:
         module_name, _, attribute = path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise ConfigError(f"key '{key}': cannot import module {module_name!r} of hook "
-                          f"{path!r}: {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:   # a module may sys.exit() at import
+        raise ConfigError(f"key '{key}' (hook {path!r}): "
+                          f"{import_failure(module_name, exc)}") from None
     function = getattr(module, attribute, None)
     if not callable(function):
         raise ConfigError(f"key '{key}': module {module_name!r} has no callable "

@@ -40,16 +40,23 @@ def parse(text: str) -> TargetSpec:
     return TargetSpec(text, match["module"], match["name"], bool(match["call"]))
 
 
+def import_failure(module: str, exc: BaseException) -> str:
+    """Why ``module`` did not import, for an operator: the error, and unless the
+    module simply does not exist, the traceback that names the file and line."""
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    text = f"cannot import module {module!r}: {detail}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name == module.split(".")[0]:
+        return text
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    return f"{text}\n{trace}"
+
+
 def load(spec: TargetSpec) -> object:
     """Import the module and return the named object (called, for a factory)."""
     try:
         obj = importlib.import_module(spec.module)
     except (Exception, SystemExit) as exc:   # a module may sys.exit() at import
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        if isinstance(exc, ModuleNotFoundError) and exc.name == spec.module.split(".")[0]:
-            raise TargetError(f"cannot import module {spec.module!r}: {detail}") from None
-        raise TargetError(f"cannot import module {spec.module!r}: {detail}\n"
-                          f"{traceback.format_exc().rstrip()}") from None
+        raise TargetError(import_failure(spec.module, exc)) from None
     for part in spec.name.split("."):
         try:
             obj = getattr(obj, part)

@@ -7,6 +7,7 @@ tests give the real server; each appends a JSON line to $PREFORK_TEST_HOOKS.
 import dataclasses
 import logging
 import os
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -103,6 +104,25 @@ def test_module_that_fails_to_import_is_a_config_error(hookmods):
     message = config_error(Hooks, Config(on_reload="brokenapp:app"))
     assert "'on_reload'" in message and "brokenapp" in message
     assert "RuntimeError" in message
+    # The traceback names the file and line that failed, not only the module.
+    assert re.search(r'File ".*brokenapp\.py", line \d+', message), message
+
+
+def test_a_hook_module_with_a_syntax_error_names_its_file_and_line(tmp_path, monkeypatch):
+    name = f"prefork_bad_hook_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text("def on_exit(config):\n    return (\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = config_error(Hooks, Config(on_exit=f"{name}:on_exit"))
+    assert f"key 'on_exit' (hook '{name}:on_exit')" in message and "SyntaxError" in message
+    assert f"{name}.py" in message and "line 2" in message
+
+
+def test_a_hook_module_that_exits_at_import_is_a_config_error(tmp_path, monkeypatch):
+    name = f"prefork_exit_hook_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = config_error(Hooks, Config(on_exit=f"{name}:on_exit"))
+    assert "key 'on_exit'" in message and "SystemExit: 3" in message
 
 
 @pytest.mark.parametrize("path, missing", [
