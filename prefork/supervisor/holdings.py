@@ -11,6 +11,7 @@ in the new one).  This module is the one place that knows all three.
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -22,6 +23,8 @@ from .metrics_server import MetricsServer
 from .pidfile import PidFile
 from .upgrade import Inheritance
 
+logger = logging.getLogger("prefork")
+
 
 @dataclass
 class Holdings:
@@ -29,6 +32,7 @@ class Holdings:
     pidfile: Optional[PidFile] = None
     control: Optional[ControlServer] = None
     metrics: Optional[MetricsServer] = None
+    metrics_bind: str = ""                # the setting the metrics socket was made for
     activated: List[sockets.Listener] = field(default_factory=list)   # systemd's
 
     def preserve(self) -> List[int]:
@@ -75,6 +79,24 @@ class Holdings:
             self.metrics.close()
             self.metrics = None
 
+    def rebind_metrics(self, address: str, render: Callable[[], str]) -> None:
+        """Apply a reloaded ``metrics_bind``: the new socket is bound before the old
+        one closes, so a bind error (raised) leaves the old one serving."""
+        if address == self.metrics_bind:
+            return
+        old = self.metrics
+        if old is not None and address and sockets.same_address(old.sock, address):
+            self.metrics_bind = address      # spelled differently, same socket
+            return
+        self.metrics = MetricsServer(address, render) if address else None
+        self.metrics_bind = address
+        if old is not None:
+            old.close()
+        if self.metrics is not None:
+            logger.info("metrics at http://%s/metrics", self.metrics.name)
+        else:
+            logger.info("metrics_bind unset: no more metrics endpoint")
+
     def close(self, owner: bool) -> None:
         """At exit.  ``owner`` is false for a new master that never took over:
         the pidfile and control socket file are still the old master's."""
@@ -106,6 +128,8 @@ def open_inherited(holdings: Holdings, inheritance: Optional[Inheritance],
     metrics = inherited(inheritance.metrics, metrics_bind) if inheritance else None
     if metrics_bind:    # before the control socket: a failure leaves no file
         holdings.metrics = MetricsServer(metrics_bind, render, metrics)
+        holdings.metrics_bind = metrics_bind
+        logger.info("metrics at http://%s/metrics", holdings.metrics.name)
     if control_path:
         holdings.control = ControlServer(control_path, respond, control)
 

@@ -100,8 +100,6 @@ class Master:
             self.config, spec, bound, self.hooks, self._preload(spec, bound))
         open_inherited(self.holdings, self.inheritance, self.config.control_socket,
                        self.config.metrics_bind, self._respond, self._render_metrics)
-        if self.holdings.metrics is not None:
-            logger.info("metrics at http://%s/metrics", self.holdings.metrics.name)
 
     def _preload(self, spec: target.TargetSpec, bound: List[sockets.Listener]) -> object:
         if not self.config.preload:
@@ -238,6 +236,7 @@ class Master:
             if self.identity is not None:   # a new log file: workers must be able to reopen it
                 privileges.hand_over([config.error_log, config.access_log], self.identity)
             hooks = Hooks(config)
+            self.holdings.rebind_metrics(config.metrics_bind, self._render_metrics)
         except PreforkError as exc:
             return ReloadFailed(str(exc))
         self._log_fresh_listeners()

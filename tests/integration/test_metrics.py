@@ -16,7 +16,7 @@ pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from daemonized import ECHO, daemon  # noqa: E402,F401 (daemon is a fixture)
-from harness import echo_once, run_prefork, wait_until  # noqa: E402
+from harness import echo_once, free_port, run_prefork, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +224,48 @@ def socket_links(pid: int) -> set:
         except OSError:
             pass
     return links
+
+
+def refused(address: tuple) -> bool:
+    try:
+        socket.create_connection(address, timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.timeout(60)
+def test_hup_moves_metrics_bind_and_a_failed_move_keeps_the_old_endpoint(prefork_server,
+                                                                        tmp_path):
+    config = tmp_path / "prefork.toml"
+    first, second = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
+
+    def configure(metrics: str) -> None:
+        config.write_text(f'bind = ["127.0.0.1:0"]\nworkers = 1\n{metrics}')
+
+    configure(f'metrics_bind = "127.0.0.1:{first[1]}"\n')
+    server = prefork_server("serve", ECHO, "-c", str(config))
+    server.wait_ready()
+    assert scrape(first)[0] == 200
+
+    configure(f'metrics_bind = "127.0.0.1:{second[1]}"\n')
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"reload complete")
+    assert scrape(second)[0] == 200 and refused(first)
+    assert f"metrics at http://127.0.0.1:{second[1]}/metrics" in server.log()
+
+    with socket.socket() as holder:    # the next address is taken: the reload fails
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        configure(f'metrics_bind = "127.0.0.1:{holder.getsockname()[1]}"\n')
+        server.signal(signal.SIGHUP)
+        failed = server.wait_for(r"reload failed: .*")[0].group(0)
+        assert "metrics_bind" in failed and "address already in use" in failed, failed
+        assert scrape(second)[0] == 200
+        assert echo_once(server.address) == b"HELLO\n"
+
+    configure("")                       # unset: the endpoint closes
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"reload complete", count=2)
+    assert refused(second)
+    assert echo_once(server.address) == b"HELLO\n"

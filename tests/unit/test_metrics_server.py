@@ -206,3 +206,27 @@ def test_an_inherited_socket_is_served(served):
             assert split(answer(other, c))[2] == TEXT.encode()
     finally:
         other.close()
+
+
+def test_rebind_keeps_the_socket_when_only_the_spelling_changes_or_the_new_bind_fails():
+    from prefork.sockets import BindOptions
+    from prefork.supervisor.holdings import Holdings
+    from prefork.supervisor.listeners import ListenerSet
+    holdings = Holdings(ListenerSet(BindOptions(16)))
+    holdings.rebind_metrics("127.0.0.1:0", lambda: TEXT)
+    first = holdings.metrics
+    port = first.sock.getsockname()[1]
+    try:
+        holdings.rebind_metrics("127.0.0.1:0", lambda: TEXT)       # unchanged
+        assert holdings.metrics is first
+        holdings.rebind_metrics(f"tcp://127.0.0.1:{port}", lambda: TEXT)
+        assert holdings.metrics is first and holdings.metrics_bind == f"tcp://127.0.0.1:{port}"
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen(1)
+            with pytest.raises(BindError):
+                holdings.rebind_metrics("127.0.0.1:%d" % holder.getsockname()[1], lambda: TEXT)
+        assert holdings.metrics is first and first.sock.fileno() != -1
+    finally:
+        holdings.rebind_metrics("", lambda: TEXT)
+    assert holdings.metrics is None and first.sock.fileno() == -1
