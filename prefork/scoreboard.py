@@ -33,6 +33,8 @@ _REQUESTS_AT = struct.calcsize("=qqqdd")
 _DOUBLE = struct.Struct("=d")
 _LONG = struct.Struct("=q")
 _COUNTS = struct.Struct("=qqdd")    # requests, connections, request_start, busy_total
+_BEAT_AND_COUNTS = struct.Struct("=dqqdd")   # the heartbeat precedes the counts
+assert _HEARTBEAT_AT + _DOUBLE.size == _REQUESTS_AT
 
 FREE, BOOTING, READY, DRAINING = 0, 1, 2, 3
 STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", DRAINING: "draining"}
@@ -125,6 +127,9 @@ class WorkerSlot:
         self.requests = 0
         self.connections = 0
         self.busy_total = 0.0
+        # request_start as last written: busy since, or idle since.  Only this
+        # worker writes it, so it is kept here rather than read back each time.
+        self._since: float = _COUNTS.unpack_from(mm, offset + _REQUESTS_AT)[2]
 
     def heartbeat(self, now: float) -> None:
         _DOUBLE.pack_into(self._mm, self._offset + _HEARTBEAT_AT, now)
@@ -144,23 +149,23 @@ class WorkerSlot:
 
     def request_started(self, now: float) -> None:
         """``request_start`` is when the worker last went from idle to busy."""
-        start = now if not self.connections else self._start()
+        if not self.connections:
+            self._since = now
         self.connections += 1
         _COUNTS.pack_into(self._mm, self._offset + _REQUESTS_AT, self.requests,
-                          self.connections, start, self.busy_total)
+                          self.connections, self._since, self.busy_total)
 
     def request_finished(self, now: float) -> None:
-        """``request_start`` then means "idle since" until the next request starts."""
+        """``request_start`` then means "idle since" until the next request starts.
+
+        Also a heartbeat (this runs in the loop's thread), written with the
+        counts in one ``pack_into``.
+        """
         self.connections -= 1
         self.requests += 1
         # The start time stays while other requests are in flight (thread worker).
-        if self.connections:
-            start = self._start()
-        else:
-            self.busy_total += now - self._start()
-            start = now
-        _COUNTS.pack_into(self._mm, self._offset + _REQUESTS_AT, self.requests,
-                          self.connections, start, self.busy_total)
-
-    def _start(self) -> float:
-        return _COUNTS.unpack_from(self._mm, self._offset + _REQUESTS_AT)[2]
+        if not self.connections:
+            self.busy_total += now - self._since
+            self._since = now
+        _BEAT_AND_COUNTS.pack_into(self._mm, self._offset + _HEARTBEAT_AT, now, self.requests,
+                                   self.connections, self._since, self.busy_total)

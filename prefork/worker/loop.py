@@ -157,7 +157,8 @@ class ServeLoop:
             if inflight is not None:
                 inflight.end()
             self._job_done(on_done, counts)
-            self.slot.heartbeat(time.monotonic())   # inline: beat between two jobs
+            if not counts:     # a counted job's end was a heartbeat already
+                self.slot.heartbeat(time.monotonic())
 
     def _job_done(self, on_done: Optional[Callable[[], None]], counts: bool) -> None:
         if counts:

@@ -168,3 +168,14 @@ def test_served_counts_finished_and_in_flight_requests(board):
     assert board.served(0) == 2
     board.claim(0, 11, 2, 5.0)
     assert board.served(0) == 0
+
+
+def test_a_finished_request_is_a_heartbeat_too(board):
+    board.claim(0, 10, 1, 1.0)
+    slot = board.slot(0)
+    slot.request_started(2.0)
+    assert board.heartbeat_of(0) == 1.0      # starting is not: the job may hang
+    slot.request_finished(7.5)
+    view = board.read(0)
+    assert view.heartbeat == 7.5 and view.requests == 1 and view.connections == 0
+    assert view.request_start == 7.5 and view.busy_seconds == 5.5

@@ -60,7 +60,7 @@ class AppHead:
     framing lines are added per response.
     """
 
-    __slots__ = ("code", "prefix", "has_server", "has_date", "declared", "close")
+    __slots__ = ("code", "prefix", "has_server", "has_date", "declared", "close", "server")
 
     def __init__(self, status: str, headers: List[Tuple[str, str]]) -> None:
         self.code = status_code(status)
@@ -84,6 +84,7 @@ class AppHead:
         self.prefix = (f"HTTP/1.1 {status}\r\n" + "".join(kept)).encode("latin-1")
         self.has_server = "server" in names
         self.has_date = "date" in names
+        self.server = b"" if self.has_server else SERVER    # what the head adds
 
 
 def _without_length(app: AppHead) -> AppHead:
@@ -92,7 +93,7 @@ def _without_length(app: AppHead) -> AppHead:
     kept = [l for l in lines if not l.lower().startswith(b"content-length:")]
     stripped.prefix = b"\r\n".join(kept)
     stripped.code, stripped.has_server, stripped.has_date = app.code, app.has_server, app.has_date
-    stripped.declared, stripped.close = None, app.close
+    stripped.declared, stripped.close, stripped.server = None, app.close, app.server
     return stripped
 
 
@@ -249,31 +250,31 @@ class Exchange:
         self.no_body = request.method == "HEAD" or code in NO_BODY_STATUSES or code < 200
         if app.close:
             self.keep_alive = False
-        extra = [] if app.has_server else [SERVER]
-        if not app.has_date:
-            extra.append(date_header())
         if app.declared is not None and (code < 200 or code == 204):
             # RFC 9110 8.6: never a Content-Length on 1xx or 204.
             app = self.head = _without_length(app)
+        head = app.prefix + app.server
+        if not app.has_date:
+            head += date_header()
         if app.declared is not None:
             self.length = app.declared
         elif self.no_body:
             if request.method == "HEAD" and total and code not in NO_BODY_STATUSES:
-                extra.append(b"Content-Length: %d\r\n" % total)
+                head += b"Content-Length: %d\r\n" % total
         elif total is not None:
             self.length = total
-            extra.append(b"Content-Length: %d\r\n" % total)
+            head += b"Content-Length: %d\r\n" % total
         elif request.version == "HTTP/1.1":
             self.chunked = True
-            extra.append(b"Transfer-Encoding: chunked\r\n")
+            head += b"Transfer-Encoding: chunked\r\n"
         else:
             self.keep_alive = False   # HTTP/1.0, length unknown: the close delimits it
         if not self.keep_alive:
-            extra.append(b"Connection: close\r\n")
+            head += b"Connection: close\r\n\r\n"
         elif request.version == "HTTP/1.0":
-            extra.append(b"Connection: keep-alive\r\n")
-        extra.append(b"\r\n")
-        head = app.prefix + b"".join(extra)
+            head += b"Connection: keep-alive\r\n\r\n"
+        else:
+            head += b"\r\n"
         self._out.append(head)
         self._out_size += len(head)
         self.head_done = True
