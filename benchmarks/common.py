@@ -174,7 +174,7 @@ def print_table(results: Dict[Tuple[str, str], List[Result]], modes: Sequence[st
     worker and p99 (a p99 depends on how the connections were spread)."""
     spreads = any(r.get("spread") for runs in results.values() for r in runs)
     print("| mode | server | req/s | p50 ms | p99 ms | errors | ratio |"
-          + (" connections per worker: p99 ms, each round |" if spreads else ""))
+          + (" each round: connections per worker, req/s, p99 ms |" if spreads else ""))
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if spreads else ""))
     for mode in modes:
         # A mode the baseline was not run in is compared with its first mode.
@@ -192,9 +192,10 @@ def print_table(results: Dict[Tuple[str, str], List[Result]], modes: Sequence[st
 
 
 def _spreads(runs: List[Result]) -> str:
-    """Each round's spread and p99; "none open" where the server closes every
-    connection after its response (no spread to see)."""
-    return ", ".join(f"{_spread(r.get('spread', []))}: {r['p99'] * 1e3:.1f}" for r in runs)
+    """Each round's spread, req/s and p99; "none open" where the server closes
+    every connection after its response (no spread to see)."""
+    return "; ".join(f"{_spread(r.get('spread', []))} {r['rps'] / 1e3:.1f}k {r['p99'] * 1e3:.1f}"
+                     for r in runs)
 
 
 def _spread(counts: List[int]) -> str:
