@@ -136,7 +136,8 @@ class Config:
         "it is killed.", minimum=0.1, metavar="S")
     graceful_timeout: float = setting(
         30.0, "Seconds in-flight requests get to finish on TERM or when a "
-        "generation is retired; what is left is killed.", minimum=0.0,
+        "generation is retired; a worker still busy then has its traceback "
+        "dumped (ABRT) and is killed.", minimum=0.0,
         metavar="S")
     idle_timeout: float = setting(
         15.0, "Socket timeout given to each connection served by a handler "

@@ -43,6 +43,8 @@ class Worker:
     retiring: bool = False      # told to stop (TERM or QUIT): not counted any more
     why_stopped: str = ""       # "retired", "stop", or one of ABORTED: why we signalled it
     escalate_at: Optional[float] = None   # when to KILL if still alive
+    dump_first: bool = False    # graceful deadline: SIGABRT (a traceback), then KILL
+    dumped: bool = False        # that SIGABRT was sent
     killed: bool = False
 
     @property
@@ -187,8 +189,15 @@ class Arbiter:
     def _escalate(self, w: Worker, now: float) -> List[object]:
         if now < w.escalate_at:
             return []
+        if w.dump_first:
+            # Still busy after graceful_timeout: whatever holds it is what the
+            # operator needs to see, so faulthandler dumps it before the KILL.
+            w.dump_first, w.dumped, w.escalate_at = False, True, now + ABORT_GRACE
+            return [Log("error", f"{w.label()} did not stop within graceful_timeout "
+                                 f"({float(self.graceful_timeout)} s); dumping its traceback, "
+                                 "then killing it"), Kill(w.pid, signal.SIGABRT)]
         w.killed, w.escalate_at = True, None
-        if w.why_stopped in ABORTED:     # the KILL was announced with the abort
+        if w.why_stopped in ABORTED or w.dumped:     # the KILL was announced with the abort
             return [Kill(w.pid, signal.SIGKILL)]
         return [Kill(w.pid, signal.SIGKILL),
                 Log("warning", f"{w.label()} did not stop in time; killed")]
@@ -297,7 +306,7 @@ class Arbiter:
         return [Log("info", f"{text} {self.target} workers"), Notify("READY=1")]
 
     def _retire(self, w: Worker, now: float) -> List[object]:
-        w.retiring, w.why_stopped = True, "retired"
+        w.retiring, w.why_stopped, w.dump_first = True, "retired", True
         w.escalate_at = now + self.graceful_timeout
         return [Kill(w.pid, signal.SIGTERM)]
 
@@ -349,4 +358,5 @@ class Arbiter:
             w.retiring, w.why_stopped = True, "stop"
             deadline = now + grace
             w.escalate_at = deadline if w.escalate_at is None else min(w.escalate_at, deadline)
+            w.dump_first = graceful and not w.dumped   # a fast stop does not wait for a dump
         return actions

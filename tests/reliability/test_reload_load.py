@@ -43,7 +43,7 @@ EVERY = seconds(1.0, 2.0)    # seconds between two signals
 TIMEOUT = 90 if LOAD < 10 else 180    # hard cap per scenario (pytest-timeout)
 HANDED_OVER = r"upgrade: the new master (\d+) is serving"
 # What a clean run never logs: a crash, a worker lost, a graceful stop cut short.
-TROUBLE = re.compile(r"\[(ERROR|CRITICAL)\]|Traceback|unexpectedly|did not stop in time|"
+TROUBLE = re.compile(r"\[(ERROR|CRITICAL)\]|Traceback|unexpectedly|did not stop|"
                      r"graceful_timeout passed|upgrade failed|reload failed")
 HUNG = 5.0     # seconds a wrk connection may wait for a response (wrk's --timeout)
 STALL = 2.0    # seconds a CPU ran nothing of ours (Watchdog): the machine froze, not the server

@@ -100,15 +100,19 @@ def test_ttou_never_goes_below_one():
     assert pool.arb.target == 1
 
 
-def test_retired_worker_ignoring_term_is_killed_after_graceful_timeout():
+def test_retired_worker_ignoring_term_is_dumped_then_killed_after_graceful_timeout():
     pool, _ = running(3, graceful_timeout=5.0)
     [retired] = effects(pool.decide(Signal(signal.SIGTTOU), T + 1))
     pid = retired.pid
     assert pool.decide(Tick(), T + 5.9) == []
-    assert pool.decide(Tick(), T + 6) == [Kill(pid, KILL),
-                                          Log("warning", f"worker {pid} (gen 1) did not stop in "
-                                                         "time; killed")]
+    # What keeps it busy is what the operator needs to see: faulthandler dumps it on ABRT.
+    assert pool.decide(Tick(), T + 6) == [
+        Log("error", f"worker {pid} (gen 1) did not stop within graceful_timeout (5.0 s); "
+                     "dumping its traceback, then killing it"), Kill(pid, ABRT)]
+    assert pool.arb.next_deadline() == T + 6 + ABORT_GRACE
     assert pool.decide(Tick(), T + 7) == []
+    assert pool.decide(Tick(), T + 6 + ABORT_GRACE) == [Kill(pid, KILL)]     # announced already
+    assert pool.decide(Tick(), T + 9) == []
 
 
 # -- stopping ------------------------------------------------------------------
@@ -121,7 +125,8 @@ def test_term_is_a_graceful_stop():
     assert pool.decide(Signal(TERM), T + 2) == []
     # Stale heartbeats of a stopping worker are not a timeout: it is already being stopped.
     assert pool.decide(Tick(), T + 30.99) == []
-    assert effects(pool.decide(Tick(), T + 31)) == [Kill(p1, KILL), Kill(p2, KILL)]
+    assert effects(pool.decide(Tick(), T + 31)) == [Kill(p1, ABRT), Kill(p2, ABRT)]
+    assert effects(pool.decide(Tick(), T + 31 + ABORT_GRACE)) == [Kill(p1, KILL), Kill(p2, KILL)]
     assert pool.arb.next_deadline() is None
     assert effects(pool.decide(ChildExited(p1, -9), T + 31)) == []
     assert effects(pool.decide(ChildExited(p2, -9), T + 31)) == [Exit(0)]

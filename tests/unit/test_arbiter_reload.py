@@ -4,7 +4,8 @@ import signal
 
 import pytest
 
-from arbiter_driver import KILL, QUIT, TERM, T, Pool, effects, logs, running
+from arbiter_driver import ABRT, KILL, QUIT, TERM, T, Pool, effects, logs, running
+from prefork.supervisor.arbiter import ABORT_GRACE
 from prefork.supervisor.health import BACKOFF_MAX, Limits, backoff_delay, describe_exit
 from prefork.supervisor.events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify,
                                        Reload, ReloadFailed, Signal, Spawn, SpawnFailed, Start,
@@ -53,7 +54,7 @@ def test_reload_takes_the_new_pool_size_and_timeouts():
     assert effects(pool.ready(new[2:], T + 11)) == [Notify("READY=1"), Kill(p1, TERM),
                                                     Kill(p2, TERM)]
     assert pool.decide(pool.fresh(T + 17.9), T + 17.9) == []
-    assert effects(pool.decide(pool.fresh(T + 18), T + 18)) == [Kill(p1, KILL), Kill(p2, KILL)]
+    assert effects(pool.decide(pool.fresh(T + 18), T + 18)) == [Kill(p1, ABRT), Kill(p2, ABRT)]
 
 
 @pytest.mark.parametrize("code", [1, 3, -9])
@@ -234,7 +235,9 @@ def test_next_deadline():
     assert pool.arb.next_deadline() == T + 21
     pool.decide(Signal(TERM), T + 5)
     assert pool.arb.next_deadline() == T + 21       # the earliest of the escalations
-    pool.decide(Tick(), T + 21)
+    pool.decide(Tick(), T + 21)     # the retired one is dumped (ABRT), KILLed ABORT_GRACE later
+    assert pool.arb.next_deadline() == T + 21 + ABORT_GRACE
+    pool.decide(Tick(), T + 21 + ABORT_GRACE)
     assert pool.arb.next_deadline() == T + 25
 
 
