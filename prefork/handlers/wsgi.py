@@ -83,9 +83,9 @@ class WSGIServer:
 
     # Accepting a connection never blocks on the app (requests run from the
     # selector), so a sync worker may take several per wakeup; only a few,
-    # though: a worker taking 16 in a row got up to 3/4 of a burst of new
-    # keep-alive clients (and kept them), 4 in a row spreads them within about
-    # 60/40 at no measurable cost in accepts per second (benchmarks/README.md).
+    # though: with 16 in a row one of 2 workers got up to 47 of a burst of 64
+    # new keep-alive clients (and kept them), with 4 at most 44 and mostly 36,
+    # at no measurable cost in accepts per second (benchmarks/README.md).
     accept_batch = 4
 
     def __init__(self, sock: socket.socket, app: Callable, config: Any, multithread: bool,
