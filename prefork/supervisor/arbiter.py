@@ -79,6 +79,7 @@ class Arbiter:
         self.boot_failures = 0
         self.next_spawn_at = 0.0
         self._full_logged = False
+        self._request_deadline: Optional[float] = None   # the first request_timeout due
         # Worker exits by reason, for the metrics; see health.exit_reason.
         self.restarts: Dict[str, int] = {}
         self.reloads = 0
@@ -100,6 +101,8 @@ class Arbiter:
     def next_deadline(self) -> Optional[float]:
         """The earliest time a Tick would make a difference, if any."""
         times = [w.escalate_at for w in self.workers.values() if w.escalate_at is not None]
+        if self._request_deadline is not None:
+            times.append(self._request_deadline)
         if self.boot_failures and self.phase == RUNNING and not self._probe_booting():
             times.append(self.next_spawn_at)
         return min(times) if times else None
@@ -184,7 +187,18 @@ class Arbiter:
             elif verdict is not None:
                 w.recycle = verdict.reason
                 actions.append(Log("warning", verdict.text))
+        self._request_deadline = self._first_request_due(event)
         return actions
+
+    def _first_request_due(self, tick: Tick) -> Optional[float]:
+        """When the oldest running request passes request_timeout, as this Tick saw
+        them: the master wakes then, so the limit holds to the moment, not to the
+        next one-second tick."""
+        if not self.limits.request_timeout:
+            return None
+        starts = [tick.requests[w.pid][0] for w in self.workers.values()
+                  if w.escalate_at is None and w.pid in tick.requests and tick.requests[w.pid][0]]
+        return min(starts) + self.limits.request_timeout if starts else None
 
     def _escalate(self, w: Worker, now: float) -> List[object]:
         if now < w.escalate_at:

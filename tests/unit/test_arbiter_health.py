@@ -30,7 +30,7 @@ def test_a_request_past_request_timeout_is_aborted_named_and_replaced():
                                 "running for 2.3 s; dumping its traceback, then killing it"),
                    Kill(p1, ABRT), Spawn(1, 2)]
     [p3] = pool.fork(out, T + 12.3)
-    assert pool.arb.next_deadline() == T + 12.3 + ABORT_GRACE
+    assert pool.arb.next_deadline() == T + 14           # p2's request (since T + 12) is due first
     # Neither aborted twice nor warned about as "did not stop in time".
     assert tick(pool, T + 14.2, {p1: (T + 10, GET)}) == []
     assert tick(pool, T + 14.3) == [Kill(p1, KILL)]
@@ -39,6 +39,19 @@ def test_a_request_past_request_timeout_is_aborted_named_and_replaced():
                     "replacing it")]
     assert sorted(pool.arb.workers) == [p2, p3]
     assert pool.arb.restarts == {"request_timeout": 1}
+
+
+def test_the_master_wakes_when_the_oldest_request_is_due_not_at_the_next_tick():
+    pool, (p1, p2) = running(2, request_timeout=2.0)
+    assert tick(pool, T + 10, {p1: (T + 9.5, GET), p2: (T + 9.2, "x")}) == []
+    assert pool.arb.next_deadline() == T + 11.2
+    out = tick(pool, T + 11.21, {p1: (T + 9.5, GET), p2: (T + 9.2, "x")})
+    assert effects(out)[0] == Kill(p2, ABRT)
+    # The aborted one no longer counts; p1's request is due next.
+    assert pool.arb.next_deadline() == T + 11.5
+    # Requests that ended since are forgotten at the next Tick.
+    tick(pool, T + 11.3, {p1: (0.0, "")})
+    assert pool.arb.next_deadline() == T + 11.21 + ABORT_GRACE
 
 
 def test_request_timeout_zero_never_fires():
