@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from prefork.handlers.http.parser import RequestParser  # noqa: E402
+from prefork.servers.http.parser import RequestParser  # noqa: E402
 
 REQUESTS = {
     "wrk GET": b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n",

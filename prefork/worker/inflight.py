@@ -34,14 +34,6 @@ def tracker(slot: WorkerSlot, multithread: bool) -> "Tracker":
     return ThreadedInFlight(slot) if multithread else InFlight(slot)
 
 
-def client(address: Any) -> str:
-    """``host:port`` (``[host]:port`` for IPv6) of a socket address."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = address[0]
-        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-    return str(address) or "a client"
-
-
 class _Request:
     __slots__ = ("describe", "since", "_text")
 

@@ -27,10 +27,10 @@ from setproctitle import setproctitle
 from .. import log, target
 from ..config import Config
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_TARGET, TargetError
-from ..handlers.datagram import DatagramServer
-from ..handlers.stream import HandlerServer
+from ..servers.datagram import DatagramServer
+from ..servers.stream import HandlerServer
 from ..hooks import NO_HOOKS, Hooks, WorkerInfo
-from ..handlers.wsgi import AccessLog, WSGIServer
+from ..servers.wsgi import AccessLog, WSGIServer
 from ..reports import BOOT_ERROR, READY, RECYCLE, ReportPipe
 from ..scoreboard import Scoreboard
 from ..sigpipe import SignalPipe

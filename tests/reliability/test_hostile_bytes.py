@@ -45,12 +45,12 @@ from hypothesis.errors import HypothesisException
 from conftest import LONG, seconds
 from harness import APPS, REPO
 
-from prefork.handlers.http.connection import HttpConnection
-from prefork.handlers.http.environ import base_environ
-from prefork.handlers.http.exchange import FileWrapper
-from prefork.handlers.http.parser import Limits, ProtocolError, RequestParser
-from prefork.handlers.http.response import error_response
-from prefork.handlers.wsgi import WSGIServer
+from prefork.servers.http.connection import HttpConnection
+from prefork.servers.http.environ import base_environ
+from prefork.servers.http.exchange import FileWrapper
+from prefork.servers.http.parser import Limits, ProtocolError, RequestParser
+from prefork.servers.http.response import error_response
+from prefork.servers.wsgi import WSGIServer
 
 sys.path.insert(0, str(APPS))
 import wsgiapps  # noqa: E402  (the app the live server runs)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from prefork.handlers.datagram import DatagramServer
+from prefork.servers.datagram import DatagramServer
 from prefork.scoreboard import Scoreboard
 from prefork.worker.dispatch import SyncDispatcher, ThreadDispatcher
 from prefork.worker.loop import ServeLoop

@@ -16,8 +16,8 @@ from typing import List, Optional
 
 import pytest
 
-from prefork.handlers.http.environ import base_environ, build_environ
-from prefork.handlers.http.parser import ProtocolError, RequestParser
+from prefork.servers.http.environ import base_environ, build_environ
+from prefork.servers.http.parser import ProtocolError, RequestParser
 
 # Cases where this project answers differently from the corpus on purpose:
 # name -> (what we do, why).  "accept": the messages complete without error

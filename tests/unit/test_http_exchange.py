@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from prefork.handlers.http.environ import base_environ, build_environ
-from prefork.handlers.http.exchange import Exchange, FileWrapper
-from prefork.handlers.http.parser import RequestParser
+from prefork.servers.http.environ import base_environ, build_environ
+from prefork.servers.http.exchange import Exchange, FileWrapper
+from prefork.servers.http.parser import RequestParser
 
 GET = b"GET /path?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
 GET10 = b"GET / HTTP/1.0\r\n\r\n"

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import pytest
 
-from prefork.handlers.http.parser import Limits, ProtocolError, RequestParser
+from prefork.servers.http.parser import Limits, ProtocolError, RequestParser
 
 
 @dataclass

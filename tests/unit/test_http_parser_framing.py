@@ -5,7 +5,7 @@ Helpers come from test_http_parser.py.
 
 import pytest
 
-from prefork.handlers.http.parser import Limits, ProtocolError, RequestParser
+from prefork.servers.http.parser import Limits, ProtocolError, RequestParser
 from test_http_parser import CHUNKED, get, one, parse, status
 
 

@@ -12,7 +12,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from prefork.handlers.http.parser import Limits, ProtocolError, RequestParser  # noqa: E402
+from prefork.servers.http.parser import Limits, ProtocolError, RequestParser  # noqa: E402
 
 # Characters that matter to the rules, and a few that do not.
 TRICKY = ["\r", "\n", "\r\n", " ", "\t", ":", "/", "\x00", "\x01", "\x0b", "\x7f", "\x80",

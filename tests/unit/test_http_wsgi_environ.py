@@ -8,8 +8,8 @@ from wsgiref.validate import validator
 
 import pytest
 
-from prefork.handlers.http.environ import base_environ, build_environ
-from prefork.handlers.http.exchange import FileWrapper
+from prefork.servers.http.environ import base_environ, build_environ
+from prefork.servers.http.exchange import FileWrapper
 from test_http_exchange import GET, Response, drive, make, parsed, respond
 
 

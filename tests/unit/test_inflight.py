@@ -6,7 +6,8 @@ import pytest
 
 from prefork.scoreboard import Scoreboard
 from prefork.worker import inflight
-from prefork.worker.inflight import InFlight, ThreadedInFlight, client, tracker
+from prefork.addresses import client
+from prefork.worker.inflight import InFlight, ThreadedInFlight, tracker
 
 BOTH = pytest.mark.parametrize("kind", [InFlight, ThreadedInFlight])
 

@@ -22,7 +22,8 @@ import time
 from typing import Any, Optional, Set, Type
 
 from .pooled import PooledServer
-from ..worker.inflight import Tracker, client
+from ..addresses import client
+from ..worker.inflight import Tracker
 
 
 logger = logging.getLogger("prefork")
@@ -150,7 +151,7 @@ class HandlerServer(PooledServer):
 
     def handle_error(self, request: object, client_address: object) -> None:
         logger.exception("error in %s while serving %s",
-                         self.RequestHandlerClass.__name__, _format_address(client_address))
+                         self.RequestHandlerClass.__name__, client(client_address))
 
     def shutdown_request(self, request: socket.socket) -> None:
         try:
@@ -167,8 +168,3 @@ class HandlerServer(PooledServer):
         """The listener belongs to the master; a worker only drops its copy."""
         self.socket.close()
 
-
-def _format_address(address: object) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address) or "a client"

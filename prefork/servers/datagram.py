@@ -1,7 +1,7 @@
 """Serving ``socketserver`` handler classes over datagram sockets, inside a worker.
 
 :class:`DatagramServer` is to ``socketserver.UDPServer`` (and
-``UnixDatagramServer``) what :class:`~prefork.handlers.stream.HandlerServer`
+``UnixDatagramServer``) what :class:`~prefork.servers.stream.HandlerServer`
 is to ``TCPServer``: a real :class:`socketserver.BaseServer` whose socket is
 a datagram socket the master bound (``udp://`` or ``unix-dgram:``).  Each
 datagram is one request: the handler gets ``self.request == (data, socket)``
@@ -28,7 +28,7 @@ import socketserver
 from typing import Any, Tuple, Type
 
 from .pooled import PooledServer
-from ..worker.inflight import client
+from ..addresses import client
 
 logger = logging.getLogger("prefork")
 

@@ -26,7 +26,7 @@ import tempfile
 import time
 from typing import Any, Optional
 
-from ...worker.inflight import client
+from ...addresses import client
 from .exchange import Exchange
 from .parser import ProtocolError, Request, RequestParser
 from .response import CONTINUE, error_response

@@ -1,1 +1,0 @@
-"""What runs inside a worker: socketserver handler classes (stream)."""
