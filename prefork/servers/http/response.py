@@ -9,24 +9,28 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 SERVER = b"Server: prefork\r\n"
 # Hop-by-hop fields belong to the server's framing, not the application (PEP 3333).
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate",
                         "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"))
 NO_BODY_STATUSES = frozenset((204, 304))
+PLAIN = "text/plain; charset=utf-8"
 
-_date_cache = [0, b""]
+# (second, "Date: ...\r\n"): replaced whole, in one assignment, so a pool thread
+# never reads a second with another second's line, or a line not yet written.
+_date = (0, b"")
 
 
 def date_header() -> bytes:
     """``Date: ...\\r\\n``, formatted at most once a second."""
+    global _date
     now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
-    return _date_cache[1]
+    stamp = _date
+    if stamp[0] != now:
+        stamp = _date = (now, b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n")
+    return stamp[1]
 
 
 def status_code(status: str) -> int:
@@ -51,14 +55,22 @@ def check_headers(headers: List[Tuple[str, str]]) -> None:
             raise ValueError(f"invalid response header {item!r}")
 
 
+def simple_response(status: int, body: bytes, content_type: str = PLAIN,
+                    extra: Sequence[Tuple[str, str]] = (), keep_alive: bool = False,
+                    head_only: bool = False) -> bytes:
+    """A whole response the server writes itself (an error, the metrics page): one buffer."""
+    fields = "".join(f"{name}: {value}\r\n" for name, value in extra)
+    return (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode() + SERVER
+            + date_header() + f"Content-Type: {content_type}\r\n{fields}".encode("latin-1")
+            + b"Content-Length: %d\r\n" % len(body)
+            + (b"" if keep_alive else b"Connection: close\r\n") + b"\r\n"
+            + (b"" if head_only else body))
+
+
 def error_response(status: int, keep_alive: bool = False) -> bytes:
     """A complete small response for a status the server itself decides (400, 408, 413...)."""
-    phrase = HTTPStatus(status).phrase
-    body = f"{status} {phrase}\n".encode()
-    return (f"HTTP/1.1 {status} {phrase}\r\n".encode() + SERVER + date_header()
-            + b"Content-Type: text/plain; charset=utf-8\r\n"
-            + b"Content-Length: %d\r\n" % len(body)
-            + (b"" if keep_alive else b"Connection: close\r\n") + b"\r\n" + body)
+    return simple_response(status, f"{status} {HTTPStatus(status).phrase}\n".encode(),
+                           keep_alive=keep_alive)
 
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
