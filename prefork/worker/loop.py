@@ -77,6 +77,7 @@ class ServeLoop:
                  max_connections: int = 0, inflight: Optional[Tracker] = None) -> None:
         self.servers = servers
         self.dispatcher = dispatcher
+        self.multithread = dispatcher.multithread
         self.slot = slot
         self.signals = signals
         self.alive_fd = alive_fd

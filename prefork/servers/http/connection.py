@@ -215,7 +215,7 @@ class HttpConnection:
         if self.stopping:
             self.exchange.keep_alive = False    # the response says Connection: close
         self.state = APP
-        if self.loop.dispatcher.multithread:
+        if self.loop.multithread:
             self._want(0)   # not readable while the app runs: input waits in the kernel
         self._in_job = True
         self.loop.run_job(self.exchange.run, self._after_job, what=self._describe)
@@ -247,7 +247,7 @@ class HttpConnection:
             return
         if not exchange.done:
             self.state = APP
-            if self.loop.dispatcher.multithread:
+            if self.loop.multithread:
                 self._want(0)
             self._in_job = True
             self.loop.run_job(exchange.pump, self._after_job, counts=False, what=self._describe)
