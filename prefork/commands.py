@@ -13,12 +13,11 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import config as config_mod, metrics
+from . import config as config_mod, metrics, procfs
 from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, PreforkError
-from .supervisor import control, pidfile, status as status_mod
+from .supervisor import control, pidfile
 
 STOP_WAIT = 60.0
 
@@ -64,15 +63,8 @@ def _signal(pid_path: str, sig: int, times: int = 1) -> int:
 
 def _wait_delivered(pid: int, sig: int, deadline: float = 5.0) -> None:
     """Until ``sig`` is no longer pending for ``pid`` (/proc/PID/status ShdPnd)."""
-    bit = 1 << (sig - 1)
     end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("ShdPnd:") and not int(line.split()[1], 16) & bit:
-                    return
-        except (OSError, ValueError):
-            return
+    while time.monotonic() < end and procfs.signal_pending(pid, sig):
         time.sleep(0.005)
 
 
@@ -161,36 +153,24 @@ def format_status(report: Dict[str, Any]) -> str:
 
 def _status_from_proc(pid: int) -> Dict[str, Any]:
     """What /proc tells without the control socket: no request counts, no activity."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    uptime = procfs.uptime()
     workers = []
-    for child in map(int, children):
-        try:
-            title = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            started = int(Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        except (OSError, IndexError, ValueError):
-            continue
+    for child in procfs.children(pid):
+        title, started = procfs.command_line(child), procfs.start_ticks(child)
+        if title is None or started is None:
+            continue    # it exited meanwhile
         label = title.rsplit(" gen ", 1)[-1].strip() if " gen " in title else ""
         generation = int(label) if label.isdigit() else None
         workers.append({"pid": child, "generation": generation, "state": "running",
-                        "busy": None, "for": 0.0, "age": uptime - started / ticks,
-                        "requests": None, "rss": _rss(child)})
-    return {"pid": pid, "rss": _rss(pid), "started": status_mod.start_time(pid),
+                        "busy": None, "for": 0.0, "age": uptime - started / procfs.TICKS,
+                        "requests": None, "rss": procfs.rss_bytes(child)})
+    return {"pid": pid, "rss": procfs.rss_bytes(pid), "started": procfs.start_time(pid),
             "workers": workers, "note": "from /proc: use --control-socket "
                                         "for activity and request counts"}
 
 
-def _rss(pid: int) -> int:
-    return status_mod.rss_bytes(pid)
-
-
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    return procfs.state(pid) not in (None, "Z")
 
 
 def _duration(seconds: Optional[float]) -> str:

@@ -6,36 +6,9 @@ import os
 import time
 from typing import Any, Dict
 
+from ..procfs import rss_bytes, start_time
 from ..scoreboard import STATE_NAMES, Scoreboard
 from .arbiter import Arbiter
-
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of ``pid`` from /proc, 0 if it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def start_time(pid: int) -> float:
-    """When ``pid`` started, in seconds since the Unix epoch (0.0 if /proc cannot tell).
-
-    /proc/PID/stat gives it in clock ticks since boot; /proc/stat's btime is
-    the boot time, which is how process exporters compute it too.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
-        with open("/proc/stat", "rb") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return 0.0
-    return boot + ticks / _TICKS
 
 
 def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str) -> Dict[str, Any]:
