@@ -12,10 +12,8 @@ the key and where it came from and maps to exit status 2.
 from __future__ import annotations
 
 import dataclasses
-import grp
 import math
 import os
-import pwd
 import re
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.9/3.10 only
     import tomli as tomllib
 
+from .accounts import gid_of, uid_of
 from .errors import ConfigError
 
 
@@ -48,20 +47,20 @@ def _octal(value: str) -> str:
     return ""
 
 
-def _named(lookup: Callable[[str], object], what: str) -> Callable[[str], str]:
+def _exists(lookup: Callable[[str], int]) -> Callable[[str], str]:
     """A check that a user or group name exists (numeric ids are taken as they are)."""
     def check(value: str) -> str:
-        if value and not value.isdigit():
+        if value:
             try:
                 lookup(value)
-            except KeyError:
-                return f"no such {what} {value!r}"
+            except KeyError as exc:
+                return exc.args[0]
         return ""
     return check
 
 
-_user = _named(pwd.getpwnam, "user")
-_group = _named(grp.getgrnam, "group")
+_user = _exists(uid_of)
+_group = _exists(gid_of)
 
 
 def _owner(value: str) -> str:

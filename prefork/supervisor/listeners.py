@@ -7,11 +7,10 @@ master's sockets instead of binding them again.
 
 from __future__ import annotations
 
-import grp
-import pwd
 import socket
 from typing import Iterable, List, Optional, Sequence
 
+from ..accounts import gid_of, uid_of
 from ..config import Config
 from ..errors import BindError
 from ..sockets import DGRAM, BindOptions, BindSpec, Listener, bind, resolve
@@ -115,8 +114,6 @@ def bind_options(config: Config) -> BindOptions:
     owner = None
     if config.unix_socket_owner:
         user, _, group = config.unix_socket_owner.partition(":")
-        uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid if user else -1
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid if group else -1
-        owner = (uid, gid)
+        owner = (uid_of(user) if user else -1, gid_of(group) if group else -1)
     mode = int(config.unix_socket_mode, 8) if config.unix_socket_mode else None
     return BindOptions(config.backlog, config.reuse_port, mode, owner)

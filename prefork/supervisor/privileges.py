@@ -8,12 +8,12 @@ is given.  Log files are handed to that user, so workers can reopen them.
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from ..accounts import gid_of, user_entry
 from ..errors import ConfigError
 
 
@@ -29,16 +29,15 @@ def resolve(user: str, group: str) -> Optional[Identity]:
     if not user and not group:
         return None
     try:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user) if user \
-            else pwd.getpwuid(os.getuid())
-    except KeyError:
-        raise ConfigError(f"key 'user': no such user {user!r}") from None
+        entry = user_entry(user) if user else pwd.getpwuid(os.getuid())
+    except KeyError as exc:
+        raise ConfigError(f"key 'user': {exc.args[0]}") from None
     gid = entry.pw_gid
     if group:
         try:
-            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ConfigError(f"key 'group': no such group {group!r}") from None
+            gid = gid_of(group)
+        except KeyError as exc:
+            raise ConfigError(f"key 'group': {exc.args[0]}") from None
     return Identity(entry.pw_uid, gid, entry.pw_name)
 
 
