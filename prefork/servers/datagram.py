@@ -27,6 +27,7 @@ import socket
 import socketserver
 from typing import Any, Tuple, Type
 
+from .contracts import Loop
 from .pooled import PooledServer
 from ..addresses import client
 
@@ -53,16 +54,10 @@ class DatagramServer(PooledServer):
 
     def __init__(self, sock: socket.socket, handler_class: Type[socketserver.BaseRequestHandler],
                  max_packet_size: int = 8192) -> None:
-        super().__init__(sock.getsockname(), handler_class)
-        self.socket = sock
-        self.address_family = sock.family
-        self.socket_type = sock.type
+        super().__init__(sock, handler_class)
         self.max_packet_size = max_packet_size
         self.busy = 0          # handlers running; only the loop's thread touches it
         self.closing = False
-
-    def fileno(self) -> int:
-        return self.socket.fileno()
 
     def get_request(self) -> Tuple[Request, Any]:
         """One datagram, cut to ``max_packet_size`` as UDPServer does.
@@ -72,22 +67,14 @@ class DatagramServer(PooledServer):
         data, client_address = self.socket.recvfrom(self.max_packet_size)
         return (data, self.socket), client_address
 
-    def received(self, request: Request, client_address: Any, loop: Any) -> None:
+    def received(self, request: Request, client_address: Any, loop: Loop) -> None:
         """The worker loop read ``request``: run a handler on it, inline or on a thread."""
         self.busy += 1
-        loop.run_job(lambda: self.serve_datagram(request, client_address), self._handled,
-                     what=lambda: f"{self.RequestHandlerClass.__name__} for "
-                                  f"{sender(client_address)}")
+        loop.run_job(lambda: self.serve_request(request, client_address), self._handled,
+                     what=self.describe(client_address))
 
-    def serve_datagram(self, request: Request, client_address: Any) -> None:
-        """Run one handler on one datagram; errors are logged, never raised."""
-        try:
-            if self.verify_request(request, client_address):
-                self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
+    def name_client(self, client_address: Any) -> str:
+        return sender(client_address)
 
     def _handled(self) -> None:
         self.busy -= 1
@@ -96,7 +83,7 @@ class DatagramServer(PooledServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.exception("error in %s while serving a datagram from %s",
-                         self.RequestHandlerClass.__name__, sender(client_address))
+                         self.RequestHandlerClass.__name__, self.name_client(client_address))
 
     def shutdown_request(self, request: Any) -> None:
         # The socket is the shared one, not a per-request connection: nothing

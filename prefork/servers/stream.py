@@ -6,7 +6,7 @@ builds one :class:`HandlerServer` per inherited listener: a real
 find ``server_address``, ``socket``, ``RequestHandlerClass`` and the
 ``finish_request`` / ``handle_error`` / ``shutdown_request`` template methods
 where socketserver puts them.  Only the loop is different: the worker's
-selector loop accepts, and calls :meth:`HandlerServer.serve_connection`
+selector loop accepts, and calls :meth:`~.pooled.PooledServer.serve_request`
 inline (sync worker) or from its thread pool (thread worker).
 
 Override in a subclass, as with socketserver: ``verify_request`` to refuse
@@ -19,11 +19,10 @@ import logging
 import socket
 import socketserver
 import time
-from typing import Any, Optional, Set, Type
+from typing import Any, Callable, Optional, Set, Type
 
+from .contracts import Loop, RequestTimer
 from .pooled import PooledServer
-from ..addresses import client
-from ..worker.inflight import Tracker
 
 
 logger = logging.getLogger("prefork")
@@ -46,7 +45,7 @@ class TrackedSocket(socket.socket):
         self.waiting_since = 0.0
         self.replied = False     # only after a reply is a wait "between requests"
         # request_timeout: a handler waiting for its client is not running.
-        self.inflight: Optional[Tracker] = None
+        self.inflight: Optional[RequestTimer] = None
 
     def send(self, *args: Any) -> int:
         self.replied = True
@@ -57,26 +56,24 @@ class TrackedSocket(socket.socket):
         return super().sendall(*args)
 
     def recv(self, *args: Any) -> bytes:
-        self.waiting_since = time.monotonic()
-        if self.inflight is not None:
-            self.inflight.pause()
-        try:
-            return super().recv(*args)
-        finally:
-            self.waiting_since = 0.0
-            if self.inflight is not None:
-                self.inflight.resume()
+        return self._waiting(super().recv, args)
 
     def recv_into(self, *args: Any) -> int:
+        return self._waiting(super().recv_into, args)
+
+    def _waiting(self, read: Callable[..., Any], args: Any) -> Any:
+        """Read, marked as waiting for the client: idle for a graceful stop, and
+        not running for request_timeout."""
         self.waiting_since = time.monotonic()
-        if self.inflight is not None:
-            self.inflight.pause()
+        timer = self.inflight
+        if timer is not None:
+            timer.pause()
         try:
-            return super().recv_into(*args)
+            return read(*args)
         finally:
             self.waiting_since = 0.0
-            if self.inflight is not None:
-                self.inflight.resume()
+            if timer is not None:
+                timer.resume()
 
     @classmethod
     def adopt(cls, conn: socket.socket) -> "TrackedSocket":
@@ -88,10 +85,7 @@ class HandlerServer(PooledServer):
 
     def __init__(self, sock: socket.socket, handler_class: Type[socketserver.BaseRequestHandler],
                  idle_timeout: float = 0.0) -> None:
-        super().__init__(sock.getsockname(), handler_class)
-        self.socket = sock
-        self.address_family = sock.family
-        self.socket_type = sock.type
+        super().__init__(sock, handler_class)
         self.idle_timeout = idle_timeout
         self.open: Set[TrackedSocket] = set()
         self.stopping = False
@@ -99,19 +93,14 @@ class HandlerServer(PooledServer):
         self.server_name = str(self.server_address[0])
         self.server_port = self.server_address[1]
 
-    def fileno(self) -> int:
-        return self.socket.fileno()
-
-    def accepted(self, conn: socket.socket, client_address: Any, loop: Any) -> None:
+    def accepted(self, conn: socket.socket, client_address: Any, loop: Loop) -> None:
         """The worker loop accepted ``conn``: hand it to a handler, inline or on a thread."""
         conn = TrackedSocket.adopt(conn)
         conn.inflight = loop.inflight
         self.prepare(conn)
         self.open.add(conn)
-        loop.run_job(lambda: self.serve_connection(conn, client_address),
-                     lambda: self.open.discard(conn),
-                     what=lambda: f"{self.RequestHandlerClass.__name__} for "
-                                  f"{client(client_address)}")
+        loop.run_job(lambda: self.serve_request(conn, client_address),
+                     lambda: self.open.discard(conn), what=self.describe(client_address))
 
     def close_idle(self, min_wait: float) -> None:
         """Graceful stop: end connections whose handler waits for input (see TrackedSocket).
@@ -139,19 +128,9 @@ class HandlerServer(PooledServer):
         if self.idle_timeout:
             conn.settimeout(self.idle_timeout)
 
-    def serve_connection(self, conn: socket.socket, client_address: object) -> None:
-        """Run one handler over ``conn`` and close it; errors are logged, never raised."""
-        try:
-            if self.verify_request(conn, client_address):
-                self.finish_request(conn, client_address)
-        except Exception:
-            self.handle_error(conn, client_address)
-        finally:
-            self.shutdown_request(conn)
-
     def handle_error(self, request: object, client_address: object) -> None:
         logger.exception("error in %s while serving %s",
-                         self.RequestHandlerClass.__name__, client(client_address))
+                         self.RequestHandlerClass.__name__, self.name_client(client_address))
 
     def shutdown_request(self, request: socket.socket) -> None:
         try:
