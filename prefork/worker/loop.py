@@ -5,14 +5,16 @@ alive pipe (EOF = the master is gone), the dispatcher's done pipe and any
 connections a protocol parks here (HTTP keep-alive).  Each registered key's
 ``data`` is the callback to run when it is ready.
 
-A server (one per listener) has ``socket``, ``accepted(conn, address, loop)``
-and ``server_close()``; a datagram server (``datagram = True``) has
-``get_request()`` and ``received(request, address, loop)`` instead of
-``accepted``: its socket being readable means a request, not a connection,
-is waiting.  A parked connection has ``tick(now)`` (called about
-twice a second, for its deadlines), ``stop()`` (graceful stop: finish the
-current request, then close), ``hurry(deadline)`` (the master is gone: if
-idle, close by then) and is dropped with :meth:`ServeLoop.forget`.
+What it drives, and what they may ask of it, are the contracts named in
+:mod:`prefork.servers.contracts`: a server per listener (a
+:class:`~prefork.servers.contracts.StreamServer`, whose readable socket
+means a connection to accept, or a
+:class:`~prefork.servers.contracts.PacketServer`, whose readable socket
+means a datagram to read), and the connections a protocol parks here
+(:class:`~prefork.servers.contracts.Parked`: ``tick(now)`` about twice a
+second for their deadlines, ``stop()``, ``hurry(deadline)``), dropped with
+:meth:`ServeLoop.forget`.  This loop is the
+:class:`~prefork.servers.contracts.Loop` they are given.
 
 Graceful stop (TERM, or the master gone): accept (or read, for datagrams)
 what the kernel had queued when the stop began, close this worker's copy of
@@ -30,9 +32,10 @@ import select
 import selectors
 import signal
 import time
-from typing import Any, Callable, List, Optional, Set
+from typing import Any, Callable, List, Optional, Sequence, Set, Union
 
 from ..scoreboard import DRAINING, READY, WorkerSlot
+from ..servers.contracts import PacketServer, Parked, StreamServer
 from ..sockets import accept_queue_length, accepter
 from .inflight import Describe, Tracker
 
@@ -71,7 +74,7 @@ def wake_one(selector: selectors.BaseSelector, sock: Any) -> bool:
 class ServeLoop:
     """Run until stopped; see the module docstring for what it drives."""
 
-    def __init__(self, servers: List[Any], dispatcher: Any, slot: WorkerSlot,
+    def __init__(self, servers: Sequence[Union[StreamServer, PacketServer]], dispatcher: Any, slot: WorkerSlot,
                  signals: Any, alive_fd: int, graceful_timeout: float,
                  on_signal: Callable[[int], None], on_request_done: Callable[[], None],
                  max_connections: int = 0, inflight: Optional[Tracker] = None) -> None:
@@ -88,7 +91,7 @@ class ServeLoop:
         self.inflight = inflight    # only with request_timeout: timing costs on every request
         self.master_pid = os.getppid()
         self.selector = selectors.DefaultSelector()
-        self.connections: Set[Any] = set()
+        self.connections: Set[Parked] = set()
         self.stopping = False
         self.deadline: Optional[float] = None
         self._listening = False
@@ -170,10 +173,10 @@ class ServeLoop:
         if not self._listening and self._has_room():
             self._listen(True)
 
-    def park(self, connection: Any) -> None:
+    def park(self, connection: Parked) -> None:
         self.connections.add(connection)
 
-    def forget(self, connection: Any) -> None:
+    def forget(self, connection: Parked) -> None:
         self.connections.discard(connection)
 
     # -- the loop --------------------------------------------------------
