@@ -2,97 +2,126 @@
 
 The master owns a :class:`ControlServer` in its loop; ``prefork status``,
 ``reload``, ``stop`` and ``scale`` use :func:`request`.  The socket is mode
-0600, so only the master's user (and root) may steer it.  A request is read
-with a short timeout: a client that connects and says nothing cannot hold
-the master for long.
+0600, so only the master's user (and root) may steer it.
+
+The master reads it without ever blocking, as it serves ``/metrics``: it is
+a :class:`~.oneshot.OneShotServer`, so every client is non-blocking and is
+closed :data:`CLIENT_DEADLINE` seconds after it was accepted, answered or
+not; a request is capped at :data:`MAX_REQUEST` bytes.  A client that
+connects and says nothing, or sends one byte at a time, holds neither
+supervision nor any other client.
+
+At most :data:`MAX_CLIENTS` are held at once.  When that many sit silent,
+a newcomer is still accepted at once and the one held longest is closed to
+make room (``evict_oldest``): ``prefork status`` writes its request right
+after connecting, so it is answered in the turn it is accepted, however
+many stuck clients there are.  Waiting in the backlog instead would make it
+wait for a silent client's deadline, and a backlog of silent clients could
+fill the kernel's queue so that ``connect`` itself stalls.  The accept loop
+takes everything waiting each turn (up to :data:`MAX_CLIENTS`), so the
+backlog (:data:`BACKLOG`) only has to absorb one turn's arrivals.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import time
 from typing import Any, Callable, Dict, Optional
 
 from .. import sockets
 from ..errors import BindError, PreforkError
+from .oneshot import OneShotServer
 
-READ_TIMEOUT = 1.0
+logger = logging.getLogger("prefork")
+
 MAX_REQUEST = 64 * 1024
+MAX_CLIENTS = 32
+CLIENT_DEADLINE = 2.0     # seconds from accept to the reply's last byte: all a local client needs
+BACKLOG = 64
+MAX_REPLY = 4 * 1024 * 1024   # what the client reads: a status of 1024 workers is far below
 
 
-class ControlServer:
-    """Listens at ``path``; :meth:`handle_one` answers one client via ``respond``."""
+class ControlServer(OneShotServer):
+    """Listens at ``path``; each request line is answered with ``respond(request)``."""
+
+    what = "control socket"
+    max_clients = MAX_CLIENTS
+    max_request = MAX_REQUEST
+    deadline = CLIENT_DEADLINE
+    evict_oldest = True    # see the module docstring
 
     def __init__(self, path: str, respond: Callable[[Dict[str, Any]], Dict[str, Any]],
-                 inherited: Optional[socket.socket] = None) -> None:
+                 inherited: Optional[socket.socket] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.path = os.path.abspath(path)
         self.respond = respond
-        if inherited is not None:     # an old master's socket, handed over on USR2
-            self.sock = inherited
-            return
-        try:
-            sockets.remove_stale_socket(self.path, "control socket")
-        except BindError as exc:    # a running master's: not a bind of ours (exit 1)
-            raise PreforkError(str(exc)) from None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)    # created 0600: no window where others may connect
-        try:
-            sock.bind(self.path)
-        except OSError as exc:
-            sock.close()
-            raise PreforkError(f"cannot create control socket {self.path}: {exc.strerror}") \
-                from None
-        finally:
-            os.umask(old)
-        sock.listen(16)
-        sock.setblocking(False)
-        self.sock = sock
+        # An old master's socket, handed over on USR2, is already bound and listening.
+        super().__init__(inherited if inherited is not None else _bind(self.path), clock)
 
-    def fileno(self) -> int:
-        return self.sock.fileno()
+    def complete(self, inbox: bytearray, eof: bool) -> bool:
+        # A line; or, from a client that half-closed, whatever it sent.
+        return b"\n" in inbox or (eof and bool(inbox))
 
-    def handle_one(self) -> None:
+    def answer(self, inbox: bytes) -> bytes:
+        line = inbox.split(b"\n", 1)[0]
         try:
-            conn, _ = self.sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        with conn:
-            conn.settimeout(READ_TIMEOUT)
+            message = json.loads(line)
+            if not isinstance(message, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            reply: Dict[str, Any] = {"ok": False, "error": f"bad request: {exc}"}
+        else:
             try:
-                line = _read_line(conn)
-                try:
-                    message = json.loads(line)
-                    if not isinstance(message, dict):
-                        raise ValueError("not an object")
-                except ValueError as exc:
-                    reply: Dict[str, Any] = {"ok": False, "error": f"bad request: {exc}"}
-                else:
-                    reply = self.respond(message)
-                conn.sendall(json.dumps(reply).encode() + b"\n")
-            except OSError:
-                pass   # the client left or stalled; nothing to answer
+                reply = self.respond(message)
+            except Exception as exc:    # a bug in one answer must not end the master
+                logger.exception("control socket: answering %r failed", message.get("cmd"))
+                reply = {"ok": False, "error": f"the master failed to answer: {exc}"}
+        return json.dumps(reply).encode() + b"\n"
+
+    def too_large(self) -> bytes:
+        return json.dumps({"ok": False, "error": f"request over {MAX_REQUEST} bytes"}) \
+            .encode() + b"\n"
 
     def close(self) -> None:
-        self.sock.close()
+        """At the owner's exit: the socket file goes too."""
+        super().close()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
 
-    def close_in_child(self) -> None:
-        self.sock.close()
+
+def _bind(path: str) -> socket.socket:
+    try:
+        sockets.remove_stale_socket(path, "control socket")
+    except BindError as exc:    # a running master's: not a bind of ours (exit 1)
+        raise PreforkError(str(exc)) from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)    # created 0600: no window where others may connect
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise PreforkError(f"cannot create control socket {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old)
+    sock.listen(BACKLOG)
+    return sock
 
 
 def _read_line(conn: socket.socket) -> bytes:
+    """The client's side: blocking, under the socket's timeout."""
     data = b""
     while b"\n" not in data:
         chunk = conn.recv(4096)
         if not chunk:
             break
         data += chunk
-        if len(data) > MAX_REQUEST:
-            raise OSError("request too large")
+        if len(data) > MAX_REPLY:
+            raise OSError("reply too large")
     return data.split(b"\n", 1)[0]
 
 

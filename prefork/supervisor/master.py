@@ -164,15 +164,18 @@ class Master:
         waiting = [self.signals, self.reports]
         if self.upgrade is not None and self.upgrade.read_fd >= 0:
             waiting.append(self.upgrade)
-        control, metrics_server = self.holdings.control, self.holdings.metrics
-        if control is not None and self._control_live:
-            waiting.append(control)
-        reading, writing = metrics_server.waiting() if metrics_server else ([], [])
+        # The control socket and /metrics: non-blocking, one request per connection.
+        control = self.holdings.control if self._control_live else None
+        served = [s for s in (control, self.holdings.metrics) if s is not None]
+        reading: List[object] = []
+        writing: List[object] = []
+        for server in served:
+            more_reading, more_writing = server.waiting()
+            reading += more_reading
+            writing += more_writing
         readable, writable, _ = select.select(waiting + reading, writing, [], timeout)
-        if control is not None and control in readable:
-            control.handle_one()
-        if metrics_server is not None:
-            metrics_server.handle(readable, writable)
+        for server in served:
+            server.handle(readable, writable)
         events: List[object] = self._queued
         self._queued = []
         if self.upgrade is not None and self.upgrade.poll(self.upgrade in readable,
