@@ -454,9 +454,11 @@ class FakeSelector:
 class FakeLoop:
     """The worker loop's side: a sync dispatcher that runs each job at once."""
 
+    multithread = False
+    inflight = None
+
     def __init__(self) -> None:
         self.selector = FakeSelector()
-        self.dispatcher = SimpleNamespace(multithread=False)
         self.connections = set()
         self.jobs = 0
 
