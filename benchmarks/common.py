@@ -7,6 +7,7 @@ round, and print ratios: absolute numbers drift on a shared 2-core machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import resource
@@ -14,37 +15,58 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from statistics import median
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 Result = Dict[str, float]
+REPO = Path(__file__).resolve().parent.parent
 
 
 def parse_args(description: str, argv: Optional[List[str]],
-               workers: int = 2) -> argparse.Namespace:
-    """The options every load benchmark takes; exits when wrk is missing."""
+               workers: int = 2, base: bool = False) -> argparse.Namespace:
+    """The options every load benchmark takes (``--base`` where the script
+    supports it); exits when wrk is missing."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=workers)
     parser.add_argument("--only", default="",
-                        help="comma-separated words; run only servers whose name has one")
+                        help="comma-separated words; run only servers whose name has one "
+                             "(and none of the words written -word: --only=-gunicorn)")
     parser.add_argument("--modes", default="",
-                        help="comma-separated words; run only modes whose name has one")
+                        help="comma-separated words; run only modes whose name has one "
+                             "(and none of the words written -word: --modes=-idle)")
+    if base:
+        parser.add_argument("--base", metavar="REV", default="",
+                            help="also run prefork as of this git revision, interleaved "
+                                 "with the working tree's, and compare the two")
+        parser.add_argument("--current", metavar="REV", default="",
+                            help="with --base: measure this revision instead of the "
+                                 "working tree (which others may be editing)")
     args = parser.parse_args(argv)
+    if base and args.current and not args.base:
+        parser.error("--current needs --base")
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     return args
 
 
 def chosen(names: Sequence[str], words: str) -> List[str]:
-    """The names that contain one of the comma-separated ``words`` (all when empty)."""
-    wanted = [w.strip() for w in words.split(",") if w.strip()]
-    return [n for n in names if not wanted or any(w in n for w in wanted)]
+    """The names that contain one of the comma-separated ``words`` (all when none)
+    and none of the words written with a leading "-": "keep-alive" is part of the
+    idle mode's name too, so "keep-alive,-idle" is how to leave that one out."""
+    words_ = [w.strip() for w in words.split(",") if w.strip()]
+    wanted = [w for w in words_ if not w.startswith("-")]
+    unwanted = [w[1:] for w in words_ if w.startswith("-")]
+    return [n for n in names if (not wanted or any(w in n for w in wanted))
+            and not any(w in n for w in unwanted)]
 
 
 def schedule(rounds: int, modes: Sequence[str], names: Sequence[str]):
@@ -187,7 +209,7 @@ def print_table(results: Dict[Tuple[str, str], List[Result]], modes: Sequence[st
             rps = median(r["rps"] for r in runs)
             print(f"| {mode} | {name} | {rps:,.0f} | {median(r['p50'] for r in runs) * 1e3:.2f} "
                   f"| {median(r['p99'] for r in runs) * 1e3:.2f} "
-                  f"| {sum(r['errors'] for r in runs)} | {rps / base if base else 0:.2f} |"
+                  f"| {sum(r['errors'] for r in runs)} | {_ratio(rps, base)} |"
                   + (f" {_spreads(runs)} |" if spreads else ""))
 
 
@@ -202,3 +224,90 @@ def _spread(counts: List[int]) -> str:
     if not counts:
         return "?"
     return "/".join(map(str, counts)) if any(counts) else "none open"
+
+
+def _ratio(value: float, base: float) -> str:
+    # "-" rather than "nan" when the baseline was left out (--only) or failed.
+    return f"{value / base:.2f}" if base and base == base else "-"
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Tuple[Path, str]]:
+    """A detached checkout of ``rev`` in a temporary directory, and its short hash;
+    removed on the way out, Ctrl-C and errors included.  A worktree rather than
+    ``git stash`` or ``checkout``: the working tree is never touched."""
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--short",
+                                 f"{rev}^{{commit}}"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except subprocess.CalledProcessError:
+        raise SystemExit(f"--base {rev}: not a commit of {REPO}") from None
+    tmp = tempfile.mkdtemp(prefix="prefork-base-")
+    tree = Path(tmp) / "tree"
+    # SIGTERM would end the interpreter without running the cleanup below.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet",
+                        str(tree), commit], check=True)
+        yield tree, commit
+    finally:
+        # --force: the runs leave __pycache__ directories in it.
+        removed = subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                                  str(tree)], capture_output=True).returncode == 0
+        shutil.rmtree(tmp, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+        if not removed:
+            print(f"note: could not unregister the worktree {tree}; `git worktree prune` will",
+                  file=sys.stderr)
+
+
+def describe_head() -> str:
+    """HEAD's short hash, and whether prefork/ differs from it (uncommitted work)."""
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run(git + ["status", "--porcelain", "--", "prefork"],
+                           capture_output=True, text=True).stdout.strip()
+    return f"HEAD {head}" + (" with uncommitted changes in prefork/" if dirty else "")
+
+
+def check_import(pythonpath: str, expected: Path, cwd: str) -> None:
+    """Exit unless ``python -m prefork`` with this PYTHONPATH imports the package
+    from ``expected``: an editable install of prefork in the virtualenv must not
+    win over the tree being measured."""
+    out = subprocess.run([sys.executable, "-c", "import prefork; print(prefork.__file__)"],
+                         env={**os.environ, "PYTHONPATH": pythonpath}, cwd=cwd,
+                         capture_output=True, text=True)
+    where = Path(out.stdout.strip() or "?").resolve()
+    if out.returncode or expected.resolve() not in where.parents:
+        raise SystemExit(f"prefork imports from {where}, not from {expected}: "
+                         f"{out.stderr.strip()[-500:]}")
+
+
+def print_comparison(results: Dict[Tuple[str, str], List[Result]], modes: Sequence[str],
+                     pairs: Sequence[Tuple[str, str]]) -> None:
+    """Per mode and (current, base) pair: each one's median req/s with its rounds'
+    min-max and width (max-min over the median), the ratio of the medians, and each
+    round's ratio (the two ran a few seconds apart in that round).  A ratio is
+    within noise when it lies inside what the rounds' widths and per-round ratios
+    span."""
+    print("| mode | server | req/s | rounds min-max | base req/s | base rounds min-max "
+          "| current/base | each round's ratio |")
+    print("| --- | --- | ---: | --- | ---: | --- | ---: | --- |")
+    for mode in modes:
+        for current, base in pairs:
+            now, then = results.get((mode, current)), results.get((mode, base))
+            if not now or not then:
+                continue
+            each = ", ".join(_ratio(a["rps"], b["rps"]) for a, b in zip(now, then))
+            print(f"| {mode} | {current} | {median(r['rps'] for r in now):,.0f} | {_range(now)} "
+                  f"| {median(r['rps'] for r in then):,.0f} | {_range(then)} "
+                  f"| {_ratio(median(r['rps'] for r in now), median(r['rps'] for r in then))} "
+                  f"| {each} |")
+
+
+def _range(runs: List[Result]) -> str:
+    low, high, mid = (min(r["rps"] for r in runs), max(r["rps"] for r in runs),
+                      median(r["rps"] for r in runs))
+    width = f" ({(high - low) / mid:.0%})" if mid else ""
+    return f"{low / 1e3:.1f}k-{high / 1e3:.1f}k{width}"
