@@ -12,14 +12,16 @@ connects and says nothing, or sends one byte at a time, holds neither
 supervision nor any other client.
 
 At most :data:`MAX_CLIENTS` are held at once.  When that many sit silent,
-a newcomer is still accepted at once and the one held longest is closed to
-make room (``evict_oldest``): ``prefork status`` writes its request right
-after connecting, so it is answered in the turn it is accepted, however
-many stuck clients there are.  Waiting in the backlog instead would make it
-wait for a silent client's deadline, and a backlog of silent clients could
-fill the kernel's queue so that ``connect`` itself stalls.  The accept loop
-takes everything waiting each turn (up to :data:`MAX_CLIENTS`), so the
-backlog (:data:`BACKLOG`) only has to absorb one turn's arrivals.
+a newcomer is still accepted and read at once (``evict_oldest``):
+``prefork status`` writes its request right after connecting, so it is
+answered in the turn it is accepted, however many stuck clients there are;
+only a newcomer that must be held too closes the one held longest.
+Waiting in the backlog instead would make it wait for a silent client's
+deadline, and a backlog of silent clients could fill the kernel's queue so
+that ``connect`` itself fails (a unix socket's at once, with EAGAIN:
+:func:`request` then tries again until its timeout).  The accept loop takes
+what is waiting each turn (up to :data:`MAX_CLIENTS`), so the backlog
+(:data:`BACKLOG`) only has to absorb one turn's arrivals.
 """
 
 from __future__ import annotations
@@ -112,6 +114,19 @@ def _bind(path: str) -> socket.socket:
     return sock
 
 
+def _connect(sock: socket.socket, path: str, deadline: float) -> None:
+    """Connect, waiting while the master's backlog is full: a unix socket's connect
+    with a timeout fails at once with EAGAIN then, where TCP would wait."""
+    while True:
+        try:
+            sock.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _read_line(conn: socket.socket) -> bytes:
     """The client's side: blocking, under the socket's timeout."""
     data = b""
@@ -130,7 +145,7 @@ def request(path: str, message: Dict[str, Any], timeout: float = 10.0) -> Dict[s
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(path)
+            _connect(sock, path, time.monotonic() + timeout)
             sock.sendall(json.dumps(message).encode() + b"\n")
             line = _read_line(sock)
         except OSError as exc:

@@ -20,13 +20,16 @@ When every place is taken, one of two policies applies
 - false: the listener is not watched until a client leaves or reaches its
   deadline; newcomers wait in the kernel's backlog (the metrics endpoint:
   a scraper that waits a few seconds loses nothing);
-- true: a newcomer is accepted at once and the client held longest (the
-  closest to its deadline) is closed to make room, one still sending its
-  request before one being answered.  A real client writes its request
-  right after connecting, so it is usually answered in the turn it is
-  accepted and never held; only clients that keep silent are closed early
+- true: a newcomer is accepted at once and read at once.  A real client
+  writes its request right after connecting, so it is usually answered in
+  that same turn and never held.  Only if it must be held too is the
+  client held longest (the closest to its deadline) closed to make room,
+  one still sending its request before one being answered.  So clients
+  that keep silent are closed early, and only while newcomers keep coming
   (the control socket: ``prefork status`` must answer however many stuck
-  clients sit on it).
+  clients sit on it).  Its limit: more clients than the cap that reconnect
+  as soon as they are closed turn the held ones over quickly, and a real
+  client slow to write its request after connecting may be closed first.
 """
 
 from __future__ import annotations
@@ -102,13 +105,10 @@ class OneShotServer:
         return reading, writing
 
     def handle(self, readable: Sequence[object], writable: Sequence[object]) -> None:
-        """Serve what select reported, then drop clients past their deadline."""
-        held = list(self._clients.values())     # before accepting: those are read already
-        if self.sock in readable:
-            self._accept()
-        for client in held:
-            if client.sock not in self._clients:
-                continue          # closed to make room for a newcomer
+        """Serve what select reported, drop clients past their deadline, then accept."""
+        # Held clients first: one whose request has just arrived is answered before
+        # a newcomer could close it to make room.
+        for client in list(self._clients.values()):
             if client.outbox is None and client.sock in readable:
                 self._read(client)
             elif client.outbox is not None and client.sock in writable:
@@ -117,6 +117,8 @@ class OneShotServer:
         for client in list(self._clients.values()):
             if now > client.deadline:
                 self._drop(client)
+        if self.sock in readable:
+            self._accept()
 
     def held(self) -> int:
         """How many clients are held now."""
@@ -150,14 +152,13 @@ class OneShotServer:
                 logger.warning("%s: cannot accept: %s", self.what, exc.strerror or exc)
                 return
             conn.setblocking(False)
-            if len(self._clients) >= self.max_clients:
-                # Only now that a newcomer is really there (accept may find none).
-                self._drop(self._oldest())
             client = _Client(conn, self.clock() + self.deadline)
             self._clients[conn] = client
             # A client usually wrote its request right after connecting: answered
             # in this turn, it is never held (nor evicted by a later newcomer).
             self._read(client)
+            if len(self._clients) > self.max_clients:
+                self._drop(self._oldest())    # only for a newcomer that is held
 
     def _oldest(self) -> _Client:
         """The client to close for a newcomer: the longest held, one still sending first."""
