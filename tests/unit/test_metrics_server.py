@@ -1,11 +1,11 @@
 """The master's /metrics endpoint: answers from request heads, and the non-blocking server
 driven in-process over loopback the way the master's select loop drives it."""
 
-import select
 import socket
 
 import pytest
 
+from oneshot_driver import Clock, reply, turn
 from prefork.errors import BindError, ConfigError
 from prefork.metrics import CONTENT_TYPE
 from prefork.supervisor import metrics_server
@@ -91,14 +91,6 @@ def test_bad_addresses_name_the_setting():
 # -- the server, driven as the master drives it ------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def served():
     clock = Clock()
@@ -116,27 +108,6 @@ def served():
     server.close()
 
 
-def turn(server: MetricsServer, timeout: float = 0.2) -> None:
-    reading, writing = server.waiting()
-    readable, writable, _ = select.select(reading, writing, [], timeout)
-    server.handle(readable, writable)
-
-
-def answer(server: MetricsServer, client: socket.socket) -> bytes:
-    client.settimeout(0.05)
-    data = b""
-    for _ in range(100):
-        turn(server, 0.05)
-        try:
-            chunk = client.recv(65536)
-        except socket.timeout:
-            continue
-        if not chunk:
-            return data
-        data += chunk
-    raise AssertionError(f"no complete answer: {data!r}")
-
-
 def test_one_request_per_connection(served):
     server, _, connect = served
     c = connect()
@@ -144,7 +115,7 @@ def test_one_request_per_connection(served):
     turn(server)     # accept
     turn(server)     # half a head: nothing yet
     c.sendall(b"Host: x\r\n\r\n")
-    status, _, body = split(answer(server, c))
+    status, _, body = split(reply(server, c))
     assert status == "HTTP/1.1 200 OK" and body == TEXT.encode()
     assert server.waiting() == ([server.sock], [])
 
@@ -173,7 +144,7 @@ def test_at_most_max_clients_and_the_rest_wait_in_the_backlog(served):
     late.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
     clock.now += metrics_server.CLIENT_DEADLINE + 0.1
     server.handle([], [])
-    assert split(answer(server, late))[0] == "HTTP/1.1 200 OK"
+    assert split(reply(server, late))[0] == "HTTP/1.1 200 OK"
     for s in silent:
         s.settimeout(5)
         assert s.recv(10) == b""
@@ -183,7 +154,7 @@ def test_an_oversized_head_gets_431(served):
     server, _, connect = served
     c = connect()
     c.sendall(b"GET /metrics HTTP/1.1\r\n" + b"X: " + b"y" * metrics_server.MAX_HEAD)
-    assert split(answer(server, c))[0] == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert split(reply(server, c))[0] == "HTTP/1.1 431 Request Header Fields Too Large"
 
 
 def test_a_client_that_leaves_early_is_forgotten(served):
@@ -205,7 +176,7 @@ def test_an_inherited_socket_is_served(served):
         assert other.fileno() == sock.fileno() and not sock.getblocking()
         with socket.create_connection(sock.getsockname(), timeout=5) as c:
             c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            assert split(answer(other, c))[2] == TEXT.encode()
+            assert split(reply(other, c))[2] == TEXT.encode()
     finally:
         other.close()
 

@@ -1,0 +1,82 @@
+"""The base of the master's one-request-per-connection servers (oneshot.py), with a
+policy of waiting in the backlog when full, over real unix sockets; its other policy
+and the control socket are in test_control_server.py, the metrics endpoint in
+test_metrics_server.py."""
+
+import os
+import socket
+from typing import List
+
+import pytest
+
+from oneshot_driver import Clock, closed, reply, turn
+from prefork.supervisor.oneshot import OneShotServer
+
+
+class Upper(OneShotServer):
+    """A line in, the line upper-cased out; at most 2 held; over 16 bytes: just closed."""
+
+    what = "upper"
+    max_clients = 2
+    max_request = 16
+    deadline = 1.0
+
+    def complete(self, inbox: bytearray, eof: bool) -> bool:
+        return b"\n" in inbox
+
+    def answer(self, inbox: bytes) -> bytes:
+        return inbox.split(b"\n", 1)[0].upper() + b"\n"
+
+
+@pytest.fixture
+def upper():
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0prefork-test-oneshot-%d" % os.getpid())    # abstract: no file to clean
+    listener.listen(8)
+    clock = Clock()
+    server = Upper(listener, clock)
+    clients: List[socket.socket] = []
+
+    def connect(send: bytes = b"") -> socket.socket:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(5)
+        c.connect(listener.getsockname())
+        clients.append(c)
+        if send:
+            c.sendall(send)
+        return c
+
+    yield server, clock, connect
+    for c in clients:
+        c.close()
+    server.close()
+
+
+def test_full_without_eviction_the_rest_wait_in_the_backlog(upper):
+    server, clock, connect = upper
+    first, second = connect(), connect()
+    turn(server)
+    assert server.held() == 2 and server.sock not in server.waiting()[0]
+    late = connect(b"late\n")
+    turn(server)
+    assert server.held() == 2 and not closed(first) and not closed(second)
+    clock.now += Upper.deadline + 0.1
+    server.handle([], [])
+    assert closed(first) and closed(second)
+    assert reply(server, late) == b"LATE\n"
+
+
+def test_an_empty_refusal_just_closes(upper):
+    server, _, connect = upper
+    c = connect(b"x" * 40)
+    assert reply(server, c) == b""
+    assert server.held() == 0
+
+
+def test_eof_before_a_whole_request_drops_the_client(upper):
+    server, _, connect = upper
+    c = connect(b"half")
+    c.shutdown(socket.SHUT_WR)
+    assert reply(server, c) == b""
+    assert server.held() == 0
+
