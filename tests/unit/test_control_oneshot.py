@@ -3,7 +3,6 @@ policy of waiting in the backlog when full, over real unix sockets; its other po
 and the control socket are in test_control_server.py, the metrics endpoint in
 test_metrics_server.py."""
 
-import os
 import socket
 from typing import List
 
@@ -29,9 +28,9 @@ class Upper(OneShotServer):
 
 
 @pytest.fixture
-def upper():
+def upper(tmp_path):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind("\0prefork-test-oneshot-%d" % os.getpid())    # abstract: no file to clean
+    listener.bind(str(tmp_path / "upper.sock"))
     listener.listen(8)
     clock = Clock()
     server = Upper(listener, clock)
