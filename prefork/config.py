@@ -24,6 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.9/3.10 only
     import tomli as tomllib
 
+from . import scoreboard
 from .accounts import gid_of, uid_of
 from .errors import ConfigError
 
@@ -85,8 +86,7 @@ def _directory(value: str) -> str:
 
 
 CPU_COUNT = os.cpu_count() or 1
-# Half the scoreboard's slots, so a reload can run two full generations at once.
-MAX_WORKERS = 512
+MAX_WORKERS = scoreboard.MAX_WORKERS   # half its slots: a reload runs two generations
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 

@@ -36,6 +36,25 @@ _COUNTS = struct.Struct("=qqdd")    # requests, connections, request_start, busy
 _BEAT_AND_COUNTS = struct.Struct("=dqqdd")   # the heartbeat precedes the counts
 assert _HEARTBEAT_AT + _DOUBLE.size == _REQUESTS_AT
 
+# The master's scoreboard.  One generation may have at most half of it, so
+# that a reload can run two full generations side by side; config
+# validation, TTIN, ``scale`` and the arbiter all take the cap from here.
+SLOTS = 1024
+
+
+def max_pool(slots: int = SLOTS) -> int:
+    """The most workers one generation may have on a scoreboard of ``slots``."""
+    return slots // 2
+
+
+MAX_WORKERS = max_pool()
+
+
+def clamp_pool(workers: int, slots: int = SLOTS) -> int:
+    """``workers`` brought within 1 .. :func:`max_pool` (``slots``)."""
+    return max(1, min(workers, max_pool(slots)))
+
+
 FREE, BOOTING, READY, DRAINING = 0, 1, 2, 3
 STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", DRAINING: "draining"}
 
