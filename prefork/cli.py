@@ -104,6 +104,8 @@ def _serve(args: argparse.Namespace, inheritance: Any, readiness: Any) -> int:
     from .supervisor.master import Master
     from .supervisor.pidfile import take
 
+    # Before --chdir moves us: a new master (USR2) starts where the operator did.
+    launch_directory = os.getcwd()
     config = _prepare(_load(args))
     identity = privileges.resolve(config.user, config.group)
     log.configure(config.error_log, config.log_level)
@@ -111,7 +113,7 @@ def _serve(args: argparse.Namespace, inheritance: Any, readiness: Any) -> int:
     pidfile = take(config.pidfile, inheritance.pidfile if inheritance else None)
     try:
         master = Master(config, lambda: _prepare(_load(args), chdir=False), pidfile, identity,
-                        inheritance)
+                        inheritance, launch_directory)
         master.bind()
         log.touch_access_log(config.access_log)
         if identity is not None:

@@ -3,72 +3,61 @@
 :meth:`Arbiter.decide` takes an event (see :mod:`.events`) and the current
 monotonic time and returns the actions the shell must perform.  It never
 forks, signals, sleeps or reads a clock, so every rule of the signal table is
-a fast unit test.
+a fast unit test.  Events are dispatched by an explicit table,
+:attr:`Arbiter.HANDLERS`: an event without a rule is a bug, and raises.
 
 The pool is kept by one rule, :meth:`Arbiter._reconcile`, run after every
 event: the *current* generation must have ``target`` live workers; workers
 marked for replacement (an older generation during a reload, or one that hit
 max_requests or max_rss) are retired only once ``target`` current workers are
 ready.  A reload and a recycle are therefore the same motion, and capacity
-never dips.  Whether a worker is stuck or bloated is judged in :mod:`.health`.
+never dips.  Whether a worker is stuck or bloated is judged in :mod:`.health`;
+the upgrade's steps (USR2) are decided in :mod:`.successor`; a process that
+does not stop when told is escalated to KILL by :mod:`.escalation`, the same
+way for workers and for a new master.
 """
 
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, replace
-from typing import Dict, List, Optional
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import EXIT_OK, EXIT_TARGET
+from ..scoreboard import clamp_pool, max_pool
 from . import health
-from .events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify, RecycleWanted,
-                     Reload, ReloadFailed, ReopenLogs, Scale, Signal, Spawn, Spawned,
-                     SpawnFailed, Start, Tick, WorkerReady)
-from .health import ABORTED, backoff_delay, describe_exit
+from .escalation import FAST_STOP_GRACE
+from .events import (ChildExited, CloseListeners, Exit, Kill, LoadConfig, Log, NewGeneration,
+                     Notify, RecycleWanted, Refused, Reload, ReloadFailed, ReloadWanted,
+                     ReopenLogs, Scale, Signal, Spawn, Spawned, SpawnFailed, Start, Tick,
+                     UpgradeFailed, UpgradeReady, UpgradeStarted, WorkerReady)
+from .health import backoff_delay, describe_exit
+from .successor import Upgrades
+from .worker_record import ABORTED, Worker
 
 RUNNING, STOPPING = "running", "stopping"
-ABORT_GRACE = 2.0       # seconds faulthandler gets to dump a traceback before KILL
-FAST_STOP_GRACE = 2.0   # seconds a QUIT worker gets before KILL
-
-
-@dataclass
-class Worker:
-    pid: int
-    generation: int
-    slot: int
-    started: float
-    ready: bool = False
-    outgoing: bool = False      # its generation is being replaced by a reload
-    recycle: str = ""           # why it is to be replaced: "max_requests", "max_rss"
-    retiring: bool = False      # told to stop (TERM or QUIT): not counted any more
-    why_stopped: str = ""       # "retired", "stop", or one of ABORTED: why we signalled it
-    escalate_at: Optional[float] = None   # when to KILL if still alive
-    dump_first: bool = False    # graceful deadline: SIGABRT (a traceback), then KILL
-    dumped: bool = False        # that SIGABRT was sent
-    killed: bool = False
-
-    @property
-    def replaceable(self) -> bool:
-        return self.outgoing or bool(self.recycle)
-
-    def label(self) -> str:
-        return f"worker {self.pid} (gen {self.generation})"
 
 
 class Arbiter:
     """Decides what the master does; see the module docstring.
 
-    ``capacity`` is the number of scoreboard slots; the other keywords are
-    the config values of the same names.
+    ``capacity`` is the number of scoreboard slots: a generation has at
+    most half of them (:func:`prefork.scoreboard.max_pool`).  The other
+    keywords are the config values of the same names.
     """
 
     def __init__(self, workers: int, *, capacity: int, timeout: float,
                  graceful_timeout: float, request_timeout: float = 0.0,
-                 max_rss: int = 0) -> None:
-        self.target = workers
+                 max_rss: int = 0, preload: bool = False,
+                 upgrade_timeout: float = 60.0) -> None:
         self.capacity = capacity
+        self.max_workers = max_pool(capacity)
+        self.target = clamp_pool(workers, capacity)
         self.limits = health.Limits(timeout, request_timeout, max_rss)
         self.graceful_timeout = graceful_timeout
+        self.preload = preload      # the master holds the code: a reload must re-exec
+        self.upgrade_timeout = upgrade_timeout
+        self.upgrades = Upgrades()
         self.workers: Dict[int, Worker] = {}
         self.spawning: Dict[int, int] = {}      # slot -> generation, fork under way
         self.generation = 1                     # the generation spawned into now
@@ -84,13 +73,15 @@ class Arbiter:
         self.restarts: Dict[str, int] = {}
         self.reloads = 0
         # Pool settings of the stable generation, restored if a reload aborts.
-        self._stable_settings = (workers, self.limits, graceful_timeout)
+        self._stable_settings = self._settings()
 
     # -- the one entry point -------------------------------------------------
 
     def decide(self, event: object, now: float) -> List[object]:
-        handler = getattr(self, "_on_" + type(event).__name__)
-        actions: List[object] = handler(event, now)
+        handler = self.HANDLERS.get(type(event))
+        if handler is None:
+            raise TypeError(f"the arbiter has no rule for {event!r}")
+        actions: List[object] = handler(self, event, now)
         if self.phase == STOPPING:
             if not self.workers and not self.spawning:
                 actions.append(Exit(self.exit_status))
@@ -100,9 +91,9 @@ class Arbiter:
 
     def next_deadline(self) -> Optional[float]:
         """The earliest time a Tick would make a difference, if any."""
-        times = [w.escalate_at for w in self.workers.values() if w.escalate_at is not None]
-        if self._request_deadline is not None:
-            times.append(self._request_deadline)
+        times = [w.stop.at for w in self.workers.values() if w.stop.at is not None]
+        times += [at for at in (self._request_deadline, self.upgrades.deadline())
+                  if at is not None]
         if self.boot_failures and self.phase == RUNNING and not self._probe_booting():
             times.append(self.next_spawn_at)
         return min(times) if times else None
@@ -111,25 +102,30 @@ class Arbiter:
     def reloading(self) -> bool:
         return self.generation != self.stable
 
+    def _settings(self) -> tuple:
+        """What a reload changes, and an aborted reload restores."""
+        return (self.target, self.limits, self.graceful_timeout, self.preload,
+                self.upgrade_timeout)
+
     # -- events --------------------------------------------------------------
 
-    def _on_Start(self, event: Start, now: float) -> List[object]:
+    def _on_start(self, event: Start, now: float) -> List[object]:
+        self.upgrades.pid = event.pid
         return [Log("info", f"starting generation {self.generation} with {self.target} workers")]
 
-    def _on_Spawned(self, event: Spawned, now: float) -> List[object]:
+    def _on_spawned(self, event: Spawned, now: float) -> List[object]:
         self.spawning.pop(event.slot, None)
         w = Worker(event.pid, event.generation, event.slot, now)
         self.workers[event.pid] = w
         if self.phase == STOPPING:
-            w.retiring, w.why_stopped, w.escalate_at = True, "stop", now + FAST_STOP_GRACE
-            return [Kill(w.pid, signal.SIGQUIT)]
+            return w.tell_to_stop(graceful=False, now=now, grace=FAST_STOP_GRACE)
         return [Log("debug", f"booting worker {event.pid} (gen {event.generation})")]
 
-    def _on_SpawnFailed(self, event: SpawnFailed, now: float) -> List[object]:
+    def _on_spawn_failed(self, event: SpawnFailed, now: float) -> List[object]:
         self.spawning.pop(event.slot, None)
         return self._boot_failed(event.generation, f"could not be forked: {event.reason}", now)
 
-    def _on_WorkerReady(self, event: WorkerReady, now: float) -> List[object]:
+    def _on_worker_ready(self, event: WorkerReady, now: float) -> List[object]:
         w = self.workers.get(event.pid)
         if w is None or w.ready:
             return []
@@ -138,14 +134,16 @@ class Arbiter:
             self.boot_failures = 0
         return [Log("debug", f"{w.label()} is ready")]
 
-    def _on_RecycleWanted(self, event: RecycleWanted, now: float) -> List[object]:
+    def _on_recycle_wanted(self, event: RecycleWanted, now: float) -> List[object]:
         w = self.workers.get(event.pid)
         if w is None or w.retiring or w.recycle:
             return []
         w.recycle = "max_requests"
         return [Log("info", f"{w.label()} reached max_requests; starting its replacement")]
 
-    def _on_ChildExited(self, event: ChildExited, now: float) -> List[object]:
+    def _on_child_exited(self, event: ChildExited, now: float) -> List[object]:
+        if self.upgrades.owns(event.pid):
+            return self.upgrades.exited(event)
         w = self.workers.pop(event.pid, None)
         if w is None:
             return []
@@ -165,20 +163,17 @@ class Arbiter:
                                    "being replaced)")]
         return [Log("warning", f"{w.label()} {how} unexpectedly; replacing it")]
 
-    def _on_Tick(self, event: Tick, now: float) -> List[object]:
-        actions: List[object] = []
+    def _on_tick(self, event: Tick, now: float) -> List[object]:
+        actions: List[object] = self.upgrades.tick(now)
         for w in self.workers.values():
-            if w.killed:
+            if w.stop.killed:
                 continue
-            if w.escalate_at is not None:    # already being stopped: only its deadline counts
-                actions += self._escalate(w, now)
+            if w.stop.armed:    # already being stopped: only its deadline counts
+                actions += w.escalate(now, self.graceful_timeout)
                 continue
             verdict = health.stuck(w, event, now, self.limits)
             if verdict is not None:
-                actions += [Log("error", f"{verdict.text}; dumping its traceback, then "
-                                         "killing it"), Kill(w.pid, signal.SIGABRT)]
-                w.why_stopped, w.escalate_at = verdict.reason, now + ABORT_GRACE
-                w.retiring = True
+                actions += w.abort(verdict.reason, verdict.text, now)
                 continue
             verdict = health.over_memory(w, event, self.limits)
             if verdict is not None and verdict.reason == "max_rss_unreachable":
@@ -197,34 +192,27 @@ class Arbiter:
         if not self.limits.request_timeout:
             return None
         starts = [tick.requests[w.pid][0] for w in self.workers.values()
-                  if w.escalate_at is None and w.pid in tick.requests and tick.requests[w.pid][0]]
+                  if not w.stop.armed and w.pid in tick.requests and tick.requests[w.pid][0]]
         return min(starts) + self.limits.request_timeout if starts else None
 
-    def _escalate(self, w: Worker, now: float) -> List[object]:
-        if now < w.escalate_at:
-            return []
-        if w.dump_first:
-            # Still busy after graceful_timeout: whatever holds it is what the
-            # operator needs to see, so faulthandler dumps it before the KILL.
-            w.dump_first, w.dumped, w.escalate_at = False, True, now + ABORT_GRACE
-            return [Log("error", f"{w.label()} did not stop within graceful_timeout "
-                                 f"({float(self.graceful_timeout)} s); dumping its traceback, "
-                                 "then killing it"), Kill(w.pid, signal.SIGABRT)]
-        w.killed, w.escalate_at = True, None
-        if w.why_stopped in ABORTED or w.dumped:     # the KILL was announced with the abort
-            return [Kill(w.pid, signal.SIGKILL)]
-        return [Kill(w.pid, signal.SIGKILL),
-                Log("warning", f"{w.label()} did not stop in time; killed")]
-
-    def _on_Signal(self, event: Signal, now: float) -> List[object]:
+    def _on_signal(self, event: Signal, now: float) -> List[object]:
         sig = event.sig
         if sig == signal.SIGTERM:
             return self._stop(graceful=True, now=now)
         if sig in (signal.SIGINT, signal.SIGQUIT):
             return self._stop(graceful=False, now=now)
+        if sig == signal.SIGHUP:
+            return self._on_reload_wanted(ReloadWanted("HUP"), now)
+        if sig == signal.SIGUSR2:
+            return self._upgrade_wanted("USR2")
+        if sig == signal.SIGWINCH:
+            return [Log("info", "WINCH is not used (USR2 hands over by itself); ignored")]
         if self.phase == STOPPING:
             return []
         if sig == signal.SIGTTIN:
+            if self.target >= self.max_workers:
+                return [Log("info", f"TTIN: the pool is at its maximum of {self.max_workers} "
+                                    "workers")]
             self.target += 1
             return [Log("info", f"TTIN: pool size {self.target}")]
         if sig == signal.SIGTTOU:
@@ -236,24 +224,38 @@ class Arbiter:
             return [ReopenLogs()] + [Kill(pid, signal.SIGUSR1) for pid in self.workers]
         return []
 
-    def _on_Scale(self, event: Scale, now: float) -> List[object]:
+    def _on_scale(self, event: Scale, now: float) -> List[object]:
         if self.phase == STOPPING:
-            return []
-        self.target = max(1, min(event.workers, self.capacity // 2))
+            return [Refused("info", "scale while stopping; ignored")]
+        asked = self.target + event.workers if event.relative else event.workers
+        self.target = clamp_pool(asked, self.capacity)
+        if asked > self.target:
+            return [Log("info", f"scale: pool size {self.target} (asked for {asked}; "
+                                f"{self.max_workers} is the maximum)")]
         return [Log("info", f"scale: pool size {self.target}")]
 
-    def _on_Reload(self, event: Reload, now: float) -> List[object]:
+    def _on_reload_wanted(self, event: ReloadWanted, now: float) -> List[object]:
+        why = event.why
+        if self.phase == STOPPING:
+            return [Refused("info", f"{why} while stopping; ignored")]
+        if self.preload:    # the master holds the old code: only a new master loads new code
+            return self._upgrade_wanted(f"{why} with preload")
+        return [Log("info", f"{why}: reloading the configuration"), LoadConfig()]
+
+    def _on_reload(self, event: Reload, now: float) -> List[object]:
         if self.phase == STOPPING:
             return []
         actions: List[object] = [Notify("RELOADING=1")]
         if not self.reloading:
-            self._stable_settings = (self.target, self.limits, self.graceful_timeout)
-        self.target = event.workers
+            self._stable_settings = self._settings()
+        self.target = clamp_pool(event.workers, self.capacity)
         self.limits = health.Limits(event.timeout, event.request_timeout, event.max_rss)
         self.graceful_timeout = event.graceful_timeout
+        self.preload, self.upgrade_timeout = event.preload, event.upgrade_timeout
         self.last_generation += 1
         self.reloads += 1
         self.generation = self.last_generation
+        actions.append(NewGeneration(self.generation, event.payload))
         self.boot_failures, self.next_spawn_at = 0, 0.0
         for w in list(self.workers.values()):
             if w.retiring:
@@ -261,14 +263,32 @@ class Arbiter:
             if w.generation == self.stable:
                 w.outgoing = True
             else:   # a reload still in progress is superseded
-                actions += self._retire(w, now)
+                actions += w.retire(now, self.graceful_timeout)
         actions.append(Log("info", f"reloading: starting generation {self.generation} "
                                    f"with {self.target} workers"))
         return actions
 
-    def _on_ReloadFailed(self, event: ReloadFailed, now: float) -> List[object]:
+    def _on_reload_failed(self, event: ReloadFailed, now: float) -> List[object]:
         serving = self.stable or self.generation
         return [Log("error", f"reload failed: {event.reason}; generation {serving} keeps serving")]
+
+    # -- upgrades (USR2): decided in .successor ----------------------------------
+
+    def _upgrade_wanted(self, why: str) -> List[object]:
+        return self.upgrades.begin(why, self.last_generation, self.upgrade_timeout,
+                                   stopping=self.phase == STOPPING)
+
+    def _on_upgrade_started(self, event: UpgradeStarted, now: float) -> List[object]:
+        return self.upgrades.started(event, now, stopping=self.phase == STOPPING)
+
+    def _on_upgrade_failed(self, event: UpgradeFailed, now: float) -> List[object]:
+        return self.upgrades.failed(event)
+
+    def _on_upgrade_ready(self, event: UpgradeReady, now: float) -> List[object]:
+        actions = self.upgrades.ready(event)
+        if self.upgrades.handed_over and self.phase != STOPPING:
+            actions += self._stop(graceful=True, now=now)
+        return actions
 
     # -- rules ---------------------------------------------------------------
 
@@ -280,7 +300,7 @@ class Arbiter:
         if count > self.target:
             extras = sorted(live, key=lambda w: (w.ready, -w.started))[:count - self.target]
             for w in extras:
-                actions += self._retire(w, now)
+                actions += w.retire(now, self.graceful_timeout)
         elif count < self.target:
             actions += self._spawn(self.target - count, live, now)
         if sum(1 for w in live if w.ready) >= self.target:
@@ -288,7 +308,7 @@ class Arbiter:
                 actions += self._commit()
             for w in list(self.workers.values()):
                 if w.replaceable and not w.retiring:
-                    actions += self._retire(w, now)
+                    actions += w.retire(now, self.graceful_timeout)
         return actions
 
     def _spawn(self, missing: int, live: List[Worker], now: float) -> List[object]:
@@ -319,11 +339,6 @@ class Arbiter:
                 f"reload complete: generation {self.generation} serving with")
         return [Log("info", f"{text} {self.target} workers"), Notify("READY=1")]
 
-    def _retire(self, w: Worker, now: float) -> List[object]:
-        w.retiring, w.why_stopped, w.dump_first = True, "retired", True
-        w.escalate_at = now + self.graceful_timeout
-        return [Kill(w.pid, signal.SIGTERM)]
-
     def _boot_failed(self, generation: int, what: str, now: float,
                      code: Optional[int] = None) -> List[object]:
         if generation != self.generation:
@@ -346,16 +361,16 @@ class Arbiter:
                                               f"{self.stable} keeps serving")]
         for w in list(self.workers.values()):
             if w.generation == failed and not w.retiring:
-                actions += self._retire(w, now)
+                actions += w.retire(now, self.graceful_timeout)
             elif w.generation == self.stable:
                 w.outgoing = False
         self.generation = self.stable
-        self.target, self.limits, self.graceful_timeout = self._stable_settings
+        (self.target, self.limits, self.graceful_timeout, self.preload,
+         self.upgrade_timeout) = self._stable_settings
         self.boot_failures, self.next_spawn_at = 0, 0.0
         return actions + [Notify("READY=1")]
 
     def _stop(self, graceful: bool, now: float) -> List[object]:
-        sig = signal.SIGTERM if graceful else signal.SIGQUIT
         grace = self.graceful_timeout if graceful else FAST_STOP_GRACE
         if self.phase == STOPPING and graceful:
             return []   # already stopping; a second TERM changes nothing
@@ -364,13 +379,22 @@ class Arbiter:
         actions: List[object] = []
         if first:
             kind = "graceful" if graceful else "fast"
-            actions += [Log("info", f"{kind} stop"), Notify("STOPPING=1"), CloseListeners()]
+            actions.append(Log("info", f"{kind} stop"))
+            if not self.upgrades.handed_over:   # else the service goes on in the new master
+                actions.append(Notify("STOPPING=1"))
+            actions.append(CloseListeners())
+            actions += self.upgrades.abandon()
         for w in self.workers.values():
-            if w.killed:
-                continue
-            actions.append(Kill(w.pid, sig))
-            w.retiring, w.why_stopped = True, "stop"
-            deadline = now + grace
-            w.escalate_at = deadline if w.escalate_at is None else min(w.escalate_at, deadline)
-            w.dump_first = graceful and not w.dumped   # a fast stop does not wait for a dump
+            actions += w.tell_to_stop(graceful, now, grace)
         return actions
+
+    # -- dispatch: one rule per kind of event -------------------------------------
+
+    HANDLERS: Dict[type, Callable[[Any, Any, float], List[object]]] = {
+        Start: _on_start, Signal: _on_signal, Tick: _on_tick,
+        Spawned: _on_spawned, SpawnFailed: _on_spawn_failed, WorkerReady: _on_worker_ready,
+        RecycleWanted: _on_recycle_wanted, ChildExited: _on_child_exited, Scale: _on_scale,
+        ReloadWanted: _on_reload_wanted, Reload: _on_reload, ReloadFailed: _on_reload_failed,
+        UpgradeStarted: _on_upgrade_started, UpgradeFailed: _on_upgrade_failed,
+        UpgradeReady: _on_upgrade_ready,
+    }

@@ -2,7 +2,10 @@
 
 Plain frozen records, no behaviour: the vocabulary between
 :class:`prefork.supervisor.arbiter.Arbiter` and the I/O shell in
-:mod:`prefork.supervisor.master`.
+:mod:`prefork.supervisor.master`.  Some actions have an answer: the shell
+feeds it back as an event once the actions of the current event are done
+(LoadConfig -> Reload | ReloadFailed; Spawn -> Spawned | SpawnFailed;
+StartUpgrade -> UpgradeStarted | UpgradeFailed).
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from typing import Mapping, Tuple
 
 @dataclass(frozen=True)
 class Start:
-    """The listeners are bound; bring up the first generation."""
+    """The listeners are bound; bring up the first generation.  ``pid`` is the
+    master's own (after --daemon detached it), for the upgrade's log lines."""
+
+    pid: int = 0
 
 
 @dataclass(frozen=True)
@@ -26,28 +32,68 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class ReloadWanted:
+    """``prefork reload`` on the control socket (a HUP is Signal(SIGHUP)); ``why``
+    begins the log lines."""
+
+    why: str = "reload"
+
+
+@dataclass(frozen=True)
 class Reload:
-    """HUP, and the config was re-read successfully: start a new generation."""
+    """The answer to LoadConfig: the config was re-read; start a new generation.
+
+    The fields are the pool's settings from the new config; ``payload`` is
+    the shell's own record of the generation (config, target, listeners,
+    hooks), opaque here, handed back in a NewGeneration action.
+    """
 
     workers: int
     timeout: float = 30.0
     graceful_timeout: float = 30.0
     request_timeout: float = 0.0
     max_rss: int = 0
+    preload: bool = False
+    upgrade_timeout: float = 60.0
+    payload: object = None
 
 
 @dataclass(frozen=True)
 class Scale:
-    """Set the pool size (prefork scale N, or +N / -N resolved by the shell)."""
+    """Set the pool size (prefork scale N), or change it by N when ``relative``."""
 
     workers: int
+    relative: bool = False
 
 
 @dataclass(frozen=True)
 class ReloadFailed:
-    """HUP, but the new config (or its listeners) could not be loaded."""
+    """The answer to LoadConfig: the new config (or its listeners) could not be loaded."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class UpgradeStarted:
+    """The answer to StartUpgrade: the new master was forked (and execs)."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class UpgradeFailed:
+    """The new master will not serve: it said why, its pipe closed, or (``pid`` 0)
+    it could not even be forked."""
+
+    pid: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class UpgradeReady:
+    """The new master's workers are ready and its PID is in the pidfile."""
+
+    pid: int
 
 
 @dataclass(frozen=True)
@@ -84,7 +130,8 @@ class RecycleWanted:
 
 @dataclass(frozen=True)
 class ChildExited:
-    """waitpid reaped a child; ``code`` is its exit status, or -N for signal N."""
+    """waitpid reaped a child (a worker or a new master); ``code`` is its exit
+    status, or -N for signal N."""
 
     pid: int
     code: int
@@ -145,5 +192,42 @@ class Log:
 
 
 @dataclass(frozen=True)
+class Refused(Log):
+    """A request that is not carried out (a reload while stopping...): logged, and
+    the control socket's reply says so."""
+
+
+@dataclass(frozen=True)
 class Exit:
     status: int
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Re-read the config and load what a new generation needs; answer with
+    Reload or ReloadFailed."""
+
+
+@dataclass(frozen=True)
+class NewGeneration:
+    """Workers of generation ``number`` are started from ``payload`` (a Reload's)."""
+
+    number: int
+    payload: object = None
+
+
+@dataclass(frozen=True)
+class StartUpgrade:
+    """Fork and exec a new master, bequeathing it the listeners, pidfile, control
+    and metrics sockets and the last ``generation`` number; answer with
+    UpgradeStarted or UpgradeFailed."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """The new master ``pid`` serves: let go of the pidfile and sockets it now owns
+    (removing nothing) and of its report pipe."""
+
+    pid: int

@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from .events import Tick
-
-if TYPE_CHECKING:   # the arbiter imports this module
-    from .arbiter import Worker
+from .worker_record import Worker
 
 MIB = 1 << 20
 BACKOFF_MAX = 30.0
-ABORTED = ("timeout", "request_timeout")   # the reasons a worker gets SIGABRT
 
 
 @dataclass(frozen=True)
@@ -40,7 +37,7 @@ class Verdict:
     text: str       # for the log, naming the worker and what was seen
 
 
-def stuck(w: "Worker", tick: Tick, now: float, limits: Limits) -> Optional[Verdict]:
+def stuck(w: Worker, tick: Tick, now: float, limits: Limits) -> Optional[Verdict]:
     """Abort ``w``?  A request past request_timeout is named before a missing heartbeat:
     a sync worker stuck in a request has both, and the request is the useful part."""
     since, what = tick.requests.get(w.pid, (0.0, ""))
@@ -55,7 +52,7 @@ def stuck(w: "Worker", tick: Tick, now: float, limits: Limits) -> Optional[Verdi
     return None
 
 
-def over_memory(w: "Worker", tick: Tick, limits: Limits) -> Optional[Verdict]:
+def over_memory(w: Worker, tick: Tick, limits: Limits) -> Optional[Verdict]:
     """Recycle ``w``?  Only a ready worker not already on its way out: one still
     booting has not settled, and one already replaced must not be replaced twice.
 
@@ -77,7 +74,7 @@ def over_memory(w: "Worker", tick: Tick, limits: Limits) -> Optional[Verdict]:
                               f"({limits.max_rss} MiB); starting its replacement")
 
 
-def exit_reason(w: "Worker", stopping: bool) -> str:
+def exit_reason(w: Worker, stopping: bool) -> str:
     """Why a worker that just exited had to go; "" for a stop of the whole pool."""
     if stopping or w.why_stopped == "stop":
         return ""

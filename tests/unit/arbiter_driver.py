@@ -21,10 +21,11 @@ class Pool:
     """Answers every Spawn with Spawned at once, as the master's shell does right after fork."""
 
     def __init__(self, workers=2, *, capacity=16, timeout=30.0, graceful_timeout=30.0,
-                 request_timeout=0.0, max_rss=0):
+                 request_timeout=0.0, max_rss=0, preload=False, upgrade_timeout=60.0):
         self.arb = Arbiter(workers, capacity=capacity, timeout=timeout,
                            graceful_timeout=graceful_timeout,
-                           request_timeout=request_timeout, max_rss=max_rss)
+                           request_timeout=request_timeout, max_rss=max_rss,
+                           preload=preload, upgrade_timeout=upgrade_timeout)
         self.last_pid = 100
 
     def decide(self, event, now=T):

@@ -8,10 +8,10 @@ import signal
 import pytest
 
 from arbiter_driver import ABRT, KILL, QUIT, TERM, T, Pool, effects, logs, running
-from prefork.supervisor.arbiter import ABORT_GRACE, FAST_STOP_GRACE
-from prefork.supervisor.events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify,
-                                       RecycleWanted, Reload, ReopenLogs, Signal, Spawn, Start,
-                                       Tick, WorkerReady)
+from prefork.supervisor.escalation import ABORT_GRACE, FAST_STOP_GRACE
+from prefork.supervisor.events import (ChildExited, CloseListeners, Exit, Kill, Log,
+                                       NewGeneration, Notify, RecycleWanted, Refused, Reload,
+                                       ReopenLogs, Signal, Spawn, Start, Tick, WorkerReady)
 
 
 # -- start and steady state ----------------------------------------------------
@@ -55,18 +55,27 @@ def test_freed_slots_are_reused_lowest_first():
     assert effects(pool.decide(ChildExited(p1, -9))) == [Spawn(1, 0)]
 
 
+def test_a_pool_is_never_larger_than_half_the_scoreboard():
+    # Half, so that a reload can run two full generations side by side.
+    pool = Pool(3, capacity=4)
+    assert effects(pool.decide(Start())) == [Spawn(1, 0), Spawn(1, 1)]
+    assert pool.arb.target == 2 == pool.arb.max_workers
+    p1, p2 = pool.fork([Spawn(1, 0), Spawn(1, 1)])
+    pool.ready([p1, p2])
+    out = pool.decide(Reload(workers=5), T + 1)
+    assert pool.arb.target == 2 and effects(out)[-2:] == [Spawn(2, 2), Spawn(2, 3)]
+
+
 def test_spawning_stops_at_scoreboard_capacity():
-    pool, _ = running(2, capacity=2)
-    out = pool.decide(Signal(signal.SIGTTIN))
-    assert effects(out) == []
-    assert logs(out, "error") == ["scoreboard full (2 slots); 1 worker(s) not started"]
-
-
-def test_a_pool_larger_than_the_scoreboard_still_fills_every_slot():
-    pool = Pool(3, capacity=2)
-    out = pool.decide(Start())
-    assert effects(out) == [Spawn(1, 0), Spawn(1, 1)]
-    assert logs(out, "error") == ["scoreboard full (2 slots); 1 worker(s) not started"]
+    # Only reloads superseding one another can fill it: the superseded workers
+    # still hold their slots until they exit.
+    pool, (p1, p2) = running(2, capacity=4)
+    n1, n2 = pool.fork(pool.decide(Reload(workers=2), T + 1), T + 1)
+    out = pool.decide(Reload(workers=2), T + 2)
+    assert effects(out) == [Notify("RELOADING=1"), NewGeneration(3), Kill(n1, TERM),
+                            Kill(n2, TERM)]
+    assert logs(out, "error") == ["scoreboard full (4 slots); 2 worker(s) not started"]
+    assert effects(pool.decide(ChildExited(n1, 0), T + 3)) == [Spawn(3, 2)]
 
 
 # -- scaling -------------------------------------------------------------------
@@ -74,6 +83,13 @@ def test_a_pool_larger_than_the_scoreboard_still_fills_every_slot():
 def test_ttin_adds_one_worker():
     pool, _ = running(2)
     assert pool.decide(Signal(signal.SIGTTIN)) == [Log("info", "TTIN: pool size 3"), Spawn(1, 2)]
+
+
+def test_ttin_stops_at_the_largest_pool():
+    pool, _ = running(2, capacity=4)
+    assert pool.decide(Signal(signal.SIGTTIN)) == [
+        Log("info", "TTIN: the pool is at its maximum of 2 workers")]
+    assert pool.arb.target == 2
 
 
 def test_ttou_retires_the_newest_ready_worker_and_does_not_replace_it():
@@ -137,8 +153,9 @@ def test_nothing_is_respawned_while_stopping():
     pool.decide(Signal(TERM))
     assert pool.decide(ChildExited(p1, 1)) == [Log("debug", f"worker {p1} (gen 1) exited with "
                                                             "status 1")]
-    for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGHUP):
+    for sig in (signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1):
         assert pool.decide(Signal(sig)) == []
+    assert pool.decide(Signal(signal.SIGHUP)) == [Refused("info", "HUP while stopping; ignored")]
     assert pool.decide(Reload(workers=4)) == []
     assert pool.decide(Tick(), T + 1) == []
 

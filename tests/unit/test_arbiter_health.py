@@ -6,7 +6,7 @@ The heartbeat timeout, max_requests and the exit counters are in test_arbiter.py
 import signal
 
 from arbiter_driver import ABRT, KILL, TERM, T, effects, logs, running
-from prefork.supervisor.arbiter import ABORT_GRACE
+from prefork.supervisor.escalation import ABORT_GRACE
 from prefork.supervisor.events import (ChildExited, Kill, Log, RecycleWanted, Reload, Signal,
                                        Spawn, Tick, WorkerReady)
 from prefork.supervisor.health import MIB, Limits

@@ -5,11 +5,11 @@ import signal
 import pytest
 
 from arbiter_driver import ABRT, KILL, QUIT, TERM, T, Pool, effects, logs, running
-from prefork.supervisor.arbiter import ABORT_GRACE
+from prefork.supervisor.escalation import ABORT_GRACE
 from prefork.supervisor.health import BACKOFF_MAX, Limits, backoff_delay, describe_exit
-from prefork.supervisor.events import (ChildExited, CloseListeners, Exit, Kill, Log, Notify,
-                                       Reload, ReloadFailed, Signal, Spawn, SpawnFailed, Start,
-                                       Tick, WorkerReady)
+from prefork.supervisor.events import (ChildExited, CloseListeners, Exit, Kill, Log,
+                                       NewGeneration, Notify, Reload, ReloadFailed, Signal, Spawn,
+                                       SpawnFailed, Start, Tick, WorkerReady)
 
 STOPPING = (Exit, CloseListeners)
 
@@ -30,7 +30,7 @@ def reloading(workers=2, new_workers=None, **kw):
 def test_reload_replaces_the_old_generation_only_once_the_new_one_is_ready():
     pool, (p1, p2) = running(2)
     out = pool.decide(Reload(workers=2), T + 10)
-    assert out == [Notify("RELOADING=1"),
+    assert out == [Notify("RELOADING=1"), NewGeneration(2),
                    Log("info", "reloading: starting generation 2 with 2 workers"),
                    Spawn(2, 2), Spawn(2, 3)]
     n1, n2 = pool.fork(out, T + 10)
@@ -48,7 +48,8 @@ def test_reload_replaces_the_old_generation_only_once_the_new_one_is_ready():
 def test_reload_takes_the_new_pool_size_and_timeouts():
     pool, (p1, p2) = running(2)
     out = pool.decide(Reload(workers=3, timeout=5.0, graceful_timeout=7.0), T + 10)
-    assert effects(out) == [Notify("RELOADING=1"), Spawn(2, 2), Spawn(2, 3), Spawn(2, 4)]
+    assert effects(out) == [Notify("RELOADING=1"), NewGeneration(2), Spawn(2, 2), Spawn(2, 3),
+                            Spawn(2, 4)]
     new = pool.fork(out, T + 10)
     assert effects(pool.ready(new[:2], T + 11)) == []
     assert effects(pool.ready(new[2:], T + 11)) == [Notify("READY=1"), Kill(p1, TERM),
@@ -78,7 +79,7 @@ def test_a_reload_after_an_aborted_one_works():
     pool.decide(ChildExited(n1, 1), T + 11)
     pool.decide(ChildExited(n2, 0), T + 11)
     out = pool.decide(Reload(workers=2), T + 20)
-    assert effects(out) == [Notify("RELOADING=1"), Spawn(3, 2), Spawn(3, 3)]
+    assert effects(out) == [Notify("RELOADING=1"), NewGeneration(3), Spawn(3, 2), Spawn(3, 3)]
     assert effects(pool.ready(pool.fork(out, T + 20), T + 21)) == [
         Notify("READY=1"), Kill(p1, TERM), Kill(p2, TERM)]
     assert pool.arb.stable == 3
@@ -108,7 +109,7 @@ def test_a_reload_supersedes_an_unfinished_one():
     pool, (p1, p2), (n1, n2) = reloading(2)
     pool.decide(WorkerReady(n1), T + 11)
     out = pool.decide(Reload(workers=2), T + 12)
-    assert out == [Notify("RELOADING=1"), Kill(n1, TERM), Kill(n2, TERM),
+    assert out == [Notify("RELOADING=1"), NewGeneration(3), Kill(n1, TERM), Kill(n2, TERM),
                    Log("info", "reloading: starting generation 3 with 2 workers"),
                    Spawn(3, 4), Spawn(3, 5)]
     m1, m2 = pool.fork(out, T + 12)
