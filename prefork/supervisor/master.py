@@ -168,14 +168,15 @@ class Master(Performer):
     # -- one turn of the loop ---------------------------------------------------
 
     def _turn(self) -> None:
-        deadline = self.arbiter.next_deadline()
-        timeout = TICK if deadline is None else min(TICK, max(0.0, deadline - time.monotonic()))
         waiting: List[object] = [self.signals, self.reports]
         if self.upgrade is not None and self.upgrade.read_fd >= 0:
             waiting.append(self.upgrade)
         # The control socket and /metrics: non-blocking, one request per connection.
         control = self.holdings.control if self._control_live else None
         served = [s for s in (control, self.holdings.metrics) if s is not None]
+        deadlines = [d for d in [self.arbiter.next_deadline()] +
+                     [s.next_deadline() for s in served] if d is not None]
+        timeout = min([TICK] + [max(0.0, d - time.monotonic()) for d in deadlines])
         reading: List[object] = []
         writing: List[object] = []
         for server in served:

@@ -120,6 +120,11 @@ class OneShotServer:
         if self.sock in readable:
             self._accept()
 
+    def next_deadline(self) -> Optional[float]:
+        """When the client held longest must be closed, if any is held: the master's
+        wait ends then, so a silent client is closed on time, not up to a tick late."""
+        return min((c.deadline for c in self._clients.values()), default=None)
+
     def held(self) -> int:
         """How many clients are held now."""
         return len(self._clients)

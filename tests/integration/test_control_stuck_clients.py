@@ -31,7 +31,8 @@ pytestmark = pytest.mark.integration
 
 SILENT = 17
 DEADLINE = control.CLIENT_DEADLINE
-TICK = 1.0     # the master's longest sleep: a deadline is acted on at most this late
+TICK = 1.0     # the master's longest sleep
+LATE = 0.5     # the master wakes at a client's deadline: slack for a loaded machine only
 STATUS_WITHIN = 2.0
 REPLACED_WITHIN = 1.0
 
@@ -168,10 +169,11 @@ def test_status_and_supervision_go_on_while_clients_sit_silent(prefork_server, t
     finally:
         crowd.close()
         trickle.close()
-    # Each closed at its deadline: not before, and at most one sleep of the loop after.
-    assert all(DEADLINE - 0.1 < t < DEADLINE + TICK + 0.5 for t in crowd.lifetimes), \
+    # Each closed at its deadline: not before, and not a loop's sleep after (the
+    # master's wait ends at the first client deadline).
+    assert all(DEADLINE - 0.1 < t < DEADLINE + LATE for t in crowd.lifetimes), \
         crowd.lifetimes
-    assert DEADLINE - 0.1 < trickle.lasted < DEADLINE + TICK + 0.5, trickle.lasted
+    assert DEADLINE - 0.1 < trickle.lasted < DEADLINE + LATE, trickle.lasted
     assert trickle.sent >= DEADLINE / 0.1 - 3
     assert "Traceback" not in server.log()
 

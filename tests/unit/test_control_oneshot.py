@@ -79,3 +79,19 @@ def test_eof_before_a_whole_request_drops_the_client(upper):
     assert reply(server, c) == b""
     assert server.held() == 0
 
+
+
+def test_next_deadline_is_the_longest_held_clients(upper):
+    """The master's wait ends then, so a silent client is closed on time."""
+    server, clock, connect = upper
+    assert server.next_deadline() is None
+    connect()
+    turn(server)
+    first = clock.now + Upper.deadline
+    clock.now += 0.25
+    connect()
+    turn(server)
+    assert server.next_deadline() == first
+    clock.now = first + 0.01
+    server.handle([], [])
+    assert server.next_deadline() == first + 0.25
