@@ -2,7 +2,8 @@
 
 The server is the shared, read-only part of every connection on its
 listener: the app, the limits and timeouts, the constant environ, the
-access log.  Connections themselves live in :mod:`.http.connection`.
+access log.  Connections themselves live in :mod:`.http.connection` (the
+selector adapter) around :mod:`.http.protocol` (their rules, sans-IO).
 
 Override in a subclass: :meth:`WSGIServer.environ` to add keys,
 :meth:`WSGIServer.log_access` to log differently.

@@ -10,7 +10,9 @@ response parked in the selector, never a blocked worker.
 Framing is decided as late as possible: a body that is complete before
 ``high_water`` bytes gets a Content-Length, only a longer one without a
 Content-Length from the app is sent chunked (or, to HTTP/1.0, delimited by
-the close).
+the close).  ``keep_alive`` starts as the protocol allows (:mod:`.protocol`)
+and the framing can only take it back; what the connection does after the
+response (keep open, linger, close) is the protocol's decision.
 """
 
 from __future__ import annotations
@@ -192,12 +194,16 @@ class Exchange:
                  "_result", "_iterator", "_closed")
 
     def __init__(self, app: Callable, environ: Dict[str, Any], request: Request,
-                 high_water: int) -> None:
+                 high_water: int, keep_alive: Optional[bool] = None) -> None:
         self.app = app
         self.environ = environ
         self.request = request
         self.high_water = high_water
-        self.keep_alive = request.keep_alive
+        # May the head promise keep-alive?  The connection's protocol decides
+        # (what the request asked, a graceful stop); the framing below can
+        # only take it back (the app's Connection: close, a length unknown
+        # to HTTP/1.0, a short body, a failure).
+        self.keep_alive = request.keep_alive if keep_alive is None else keep_alive
         self.status: Optional[str] = None
         self.code = 0
         self.head: Optional[AppHead] = None

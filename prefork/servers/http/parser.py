@@ -1,10 +1,13 @@
 """A strict HTTP/1.1 request parser: bytes in, requests and body chunks out.
 
 Sans-IO, in the manner of h11: :class:`RequestParser` never touches a
-socket.  The connection code calls :meth:`~RequestParser.feed` with what it
-received, then :meth:`~RequestParser.next_head` until a :class:`Request`
-comes out, then :meth:`~RequestParser.read_body` until it says the body is
-complete; the parser is then ready for the next pipelined request.
+socket.  The connection's protocol (:mod:`.protocol`) calls
+:meth:`~RequestParser.feed` with what it received, then
+:meth:`~RequestParser.next_head` until a :class:`Request` comes out, then
+:meth:`~RequestParser.read_body` until it says the body is complete; the
+parser is then ready for the next pipelined request.  It reports what a
+request asks for (``keep_alive``, ``expect_continue``); what the
+connection does about it is the protocol's decision.
 
 Anything that could let two parsers disagree about where a message ends
 (request smuggling) is a :class:`ProtocolError` carrying the status to
