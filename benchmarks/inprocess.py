@@ -15,21 +15,26 @@ the app, plus two send/recv pairs on a unix socket.
 ../base HEAD~3``); both trees run the same measurement in fresh processes,
 alternating, and the table gives each tree's best and median round, and the
 function calls per request (Python and C, counted with sys.setprofile), which
-CPU contention on a shared machine cannot blur.  Never run as a test.
+CPU contention on a shared machine cannot blur; with ``--instructions`` (and
+valgrind installed) also the user-space instructions per request, exact to a
+few tenths of a percent.  Never run as a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import selectors
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve()
 
@@ -79,10 +84,9 @@ class InlineLoop:
         self.connections.discard(connection)
 
 
-def measure(request: bytes, rounds: int, count: int) -> Tuple[float, float]:
-    """Best-of-rounds microseconds per request on one keep-alive connection, and
-    the function calls (Python and C) per request: a figure CPU contention
-    cannot move."""
+def connect() -> Tuple[InlineLoop, socket.socket, Callable[[], None]]:
+    """A WSGIServer and one accepted keep-alive connection; the client half, and a
+    closer."""
     from prefork.config import Config
     from prefork.servers.wsgi import WSGIServer
 
@@ -93,6 +97,18 @@ def measure(request: bytes, rounds: int, count: int) -> Tuple[float, float]:
     client, conn = socket.socketpair()
     client.setblocking(True)
     server.accepted(conn, ("127.0.0.1", 40000), loop)
+
+    def close() -> None:
+        client.close()
+        listener.close()
+    return loop, client, close
+
+
+def measure(request: bytes, rounds: int, count: int) -> Tuple[float, float]:
+    """Best-of-rounds microseconds per request on one keep-alive connection, and
+    the function calls (Python and C) per request: a figure CPU contention
+    cannot move."""
+    loop, client, close = connect()
     select = loop.selector.select
     send, recv = client.send, client.recv
     expect = None
@@ -127,9 +143,35 @@ def measure(request: bytes, rounds: int, count: int) -> Tuple[float, float]:
     serve(1000)
     sys.setprofile(None)
     assert len(loop.connections) == 1, "the connection closed"
-    client.close()
-    listener.close()
+    close()
     return best, calls / 1000
+
+
+def serve_only(request: bytes, count: int) -> None:
+    """``count`` requests and nothing else: what --instructions counts."""
+    loop, client, close = connect()
+    for _ in range(count):
+        client.send(request)
+        for key, _ in loop.selector.select():
+            key.data()
+        client.recv(65536)
+    close()
+
+
+def instructions(tree: Path, label: str) -> Optional[int]:
+    """User-space instructions per request under valgrind (deterministic: the hash
+    seed is fixed), from the difference between 1200 and 200 requests."""
+    totals = []
+    for count in (200, 1200):
+        run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                              sys.executable, str(HERE), "--tree", str(tree), "--serve", label,
+                              "--count", str(count)], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONHASHSEED": "0"})
+        found = re.search(r"Collected : (\d+)", run.stderr)
+        if run.returncode or not found:
+            return None
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) // 1000
 
 
 def run_here(rounds: int, count: int) -> Dict[str, Tuple[float, float]]:
@@ -153,7 +195,14 @@ def main(argv: List[str] = None) -> int:
                         help="fresh processes per tree, alternating (default 5)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per process, best kept")
     parser.add_argument("--count", type=int, default=20000, help="requests per round")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per request under valgrind (slow)")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve:
+        sys.path.insert(0, str(args.tree.resolve()))
+        serve_only(CASES[args.serve], args.count)
+        return 0
     if args.json:
         sys.path.insert(0, str(args.tree.resolve()))
         print(json.dumps(run_here(args.rounds, args.count)))
@@ -165,14 +214,19 @@ def main(argv: List[str] = None) -> int:
     for _ in range(args.processes):
         for name, tree in trees.items():
             results[name].append(run_tree(tree, args.rounds, args.count))
-    print("| request | tree | best us/request | median us/request | calls/request |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    counted = args.instructions and shutil.which("valgrind") is not None
+    print("| request | tree | best us/request | median us/request | calls/request |"
+          + (" instructions/request |" if counted else ""))
+    print("| --- | --- | ---: | ---: | ---: |" + (" ---: |" if counted else ""))
     for label in CASES:
-        for name in trees:
+        for name, tree in trees.items():
             values = [r[label][0] for r in results[name]]
             calls = results[name][0][label][1]
-            print(f"| {label} | {name} | {min(values):.2f} | {statistics.median(values):.2f} "
-                  f"| {calls:.0f} |")
+            row = (f"| {label} | {name} | {min(values):.2f} | {statistics.median(values):.2f} "
+                   f"| {calls:.0f} |")
+            if counted:
+                row += f" {instructions(tree, label) or '-'} |"
+            print(row)
     return 0
 
 

@@ -146,12 +146,12 @@ class HttpConnection:
 
     # -- the protocol's actions ----------------------------------------------
 
-    def _drive(self, action: Optional[int]) -> None:
+    def _drive(self, action: int) -> None:
         """Perform ``action`` and the ones that follow, until the protocol waits.
 
-        A sync worker runs a job inline, and the job's end calls back here:
-        that call only leaves its action for the loop below to take up, so
-        pipelined requests and long responses iterate instead of recursing.
+        A sync worker runs a job inline, and the job's end (:meth:`_after_job`)
+        only leaves its action for the loop below to take up, so pipelined
+        requests and long responses iterate instead of recursing.
         """
         if self._driving:
             self._next = action
@@ -160,7 +160,7 @@ class HttpConnection:
         proto = self.proto
         now = 0.0
         try:
-            while action is not None:
+            while True:
                 if action == SEND:
                     try:
                         sent = self.sock.send(proto.out)
@@ -174,6 +174,8 @@ class HttpConnection:
                 elif action == REQUEST:
                     self._run()
                     action, self._next, now = self._next, None, 0.0
+                    if action is None:       # a thread runs the job: its end drives on
+                        return
                 elif action == FINISHED:
                     exchange = self.exchange
                     if exchange is not None:
@@ -183,7 +185,9 @@ class HttpConnection:
                         self.exchange = self.body = None
                     action = proto.finish(now or monotonic())
                 elif action == WAIT:
-                    self._want(WANTS[proto.state])
+                    events = WANTS[proto.state]
+                    if events != self._events:
+                        self._want(events)
                     return
                 elif action == REQUEST_HEAD:
                     self.body = tempfile.SpooledTemporaryFile(
@@ -195,6 +199,8 @@ class HttpConnection:
                 elif action == PRODUCE:
                     self._pump()
                     action, self._next, now = self._next, None, 0.0
+                    if action is None:
+                        return
                 elif action == SENDFILE:
                     action = self._sendfile()
                 elif action == SEND_CONTINUE:
@@ -257,10 +263,14 @@ class HttpConnection:
             return
         if exchange.aborted:
             self._log()
-            self._drive(self.proto.abort())
-            return
-        self._drive(self.proto.respond(exchange.take_output(), exchange.done,
-                                       exchange.keep_alive, exchange.file))
+            action = self.proto.abort()
+        else:
+            action = self.proto.respond(exchange.take_output(), exchange.done,
+                                        exchange.keep_alive, exchange.file)
+        if self._driving:       # a sync job, inside _drive: its loop goes on from here
+            self._next = action
+        else:
+            self._drive(action)
 
     def _sendfile(self) -> int:
         fd, offset, count = self.proto.file
