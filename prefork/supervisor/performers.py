@@ -189,7 +189,8 @@ class Performer:
     # -- generations ----------------------------------------------------------------
 
     def _current(self) -> Generation:
-        return self.generations.get(self.arbiter.generation) or self.generations[min(self.generations)]
+        generations = self.generations
+        return generations.get(self.arbiter.generation) or generations[min(generations)]
 
     def _prune(self) -> None:
         """Forget generations no worker belongs to; close listeners none of them uses."""

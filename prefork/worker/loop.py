@@ -74,8 +74,8 @@ def wake_one(selector: selectors.BaseSelector, sock: Any) -> bool:
 class ServeLoop:
     """Run until stopped; see the module docstring for what it drives."""
 
-    def __init__(self, servers: Sequence[Union[StreamServer, PacketServer]], dispatcher: Any, slot: WorkerSlot,
-                 signals: Any, alive_fd: int, graceful_timeout: float,
+    def __init__(self, servers: Sequence[Union[StreamServer, PacketServer]], dispatcher: Any,
+                 slot: WorkerSlot, signals: Any, alive_fd: int, graceful_timeout: float,
                  on_signal: Callable[[int], None], on_request_done: Callable[[], None],
                  max_connections: int = 0, inflight: Optional[Tracker] = None) -> None:
         self.servers = servers

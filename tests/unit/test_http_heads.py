@@ -1,4 +1,4 @@
-"""The response-head cache (exchange.app_head): bounded, and not crowded by one-off heads.
+"""The response-head cache (heads.app_head): bounded, and not crowded by one-off heads.
 
 Regression: the cache was keyed by the exact (status, headers), Content-Length
 value included, and stopped taking entries once full, so the first 512
@@ -8,19 +8,19 @@ rebuilt on every response.
 
 import pytest
 
-from prefork.servers.http import exchange
-from prefork.servers.http.exchange import AppHead, app_head
+from prefork.servers.http import heads
+from prefork.servers.http.heads import AppHead, app_head
 
 from test_http_exchange import Response, respond
 
 
 @pytest.fixture(autouse=True)
 def empty_caches():
-    exchange._HEADS.clear()
-    exchange._SHAPES.clear()
+    heads._HEADS.clear()
+    heads._SHAPES.clear()
     yield
-    exchange._HEADS.clear()
-    exchange._SHAPES.clear()
+    heads._HEADS.clear()
+    heads._SHAPES.clear()
 
 
 def sized(n):
@@ -31,7 +31,7 @@ def test_a_later_common_head_is_cached_after_a_thousand_distinct_lengths():
     for n in range(1000):
         head = app_head("200 OK", sized(n))
         assert head.declared == n
-    assert len(exchange._HEADS) < 10 and len(exchange._SHAPES) == 1   # one shape for all
+    assert len(heads._HEADS) < 10 and len(heads._SHAPES) == 1   # one shape for all
     common = [("Content-Type", "text/html"), ("Content-Length", "13")]
     first = app_head("200 OK", common)
     second = app_head("200 OK", common)
@@ -44,7 +44,7 @@ def test_a_later_common_head_is_cached_after_a_thousand_one_off_heads():
     # the oldest leave, so a later head still gets in.
     for n in range(1000):
         app_head("200 OK", [("ETag", f'"{n}"')])
-    assert len(exchange._HEADS) <= exchange._MAX_HEADS
+    assert len(heads._HEADS) <= heads._MAX_HEADS
     common = [("Content-Type", "text/plain")]
     assert app_head("200 OK", common) is app_head("200 OK", common)
 
@@ -57,7 +57,7 @@ def test_a_common_head_among_one_offs_stays_cached_or_comes_back():
         app_head("200 OK", [("ETag", f'"{n}"')])
         app_head("200 OK", sized(n))
         app_head("200 OK", common)
-        assert key in exchange._HEADS     # pushed out at times, back at its next use
+        assert key in heads._HEADS     # pushed out at times, back at its next use
 
 
 @pytest.mark.parametrize("n", [0, 7, 10, 123456, 10 ** 12])

@@ -20,72 +20,12 @@ whether it knows it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_REQUEST_LINE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
-_TOKEN_RE = re.compile(_TOKEN)
-# A field value without its surrounding whitespace: visible characters (and
-# obs-text), with spaces and tabs only between them (RFC 9110 5.5).
-_FIELD_VALUE = r"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
-# The usual head, checked whole by one pattern: an origin-form request line of
-# HTTP/1.x, then well-formed field lines.  What it does not match goes through
-# the checks one by one, which also say what is wrong.
-_PLAIN_HEAD = re.compile(rf"({_TOKEN}) (/[^\x00-\x20\x7f]*) HTTP/1\.(\d)\r\n"
-                         rf"((?:{_TOKEN}:[ \t]*{_FIELD_VALUE}[ \t]*\r\n)*)")
-_FIELD_LINES = re.compile(rf"({_TOKEN}):[ \t]*({_FIELD_VALUE})[ \t]*\r\n")
-# Control characters other than HTAB (CR and LF are checked separately).
-_CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-                         rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"(?:[^\"\\\x00-\x08"
-                         rb"\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)")
-# Host / authority: a reg-name or IPv4 (no delimiters, no spaces) or an IP
-# literal, then an optional port (RFC 3986 3.2.2, RFC 9110 7.2).
-_HOST_PART = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%\x80-\xff]*)"
-_HOST = re.compile(rf"{_HOST_PART}(?::[0-9]*)?")
-_AUTHORITY = re.compile(rf"{_HOST_PART}:[0-9]+")
-# Userinfo is deprecated in http URIs (RFC 9110 4.2.4) but still parsed, as clients send it.
-_ABSOLUTE = re.compile(rf"[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#\[\]]*@)?{_HOST_PART}"
-                       rf"(?::[0-9]*)?(?:[/?][^#]*)?")
-_FRAMING_FIELDS = frozenset(("host", "content-length", "transfer-encoding", "connection",
-                             "expect", "upgrade"))
-class _Remembered:
-    """A pattern check that remembers what passed: clients send the same few
-    field names and Host values again and again, and a set lookup is far
-    cheaper than a match.  Bounded, so hostile input cannot grow it."""
-
-    def __init__(self, pattern: "re.Pattern[str]", limit: int) -> None:
-        self.pattern = pattern
-        self.limit = limit
-        self.seen: set = set()
-
-    def __call__(self, value: str) -> bool:
-        if value in self.seen:
-            return True
-        if not self.pattern.fullmatch(value):
-            return False
-        if len(self.seen) < self.limit:
-            self.seen.add(value)
-        return True
-
-
-_good_name = _Remembered(_TOKEN_RE, 4096)
-_good_host = _Remembered(_HOST, 1024)
-
-
-_FORBIDDEN_TRAILERS = frozenset(("content-length", "transfer-encoding", "host"))
-_CHUNK_LINE = 1024       # longest chunk-size line (size and extensions), CRLF not counted
-
-
-class ProtocolError(Exception):
-    """The request cannot be served: answer ``status`` and close the connection."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status} {reason}")
-        self.status = status
-        self.reason = reason
+from .grammar import (CHUNK_LINE, CHUNK_SIZE_LINE, CTL, FIELD_LINES, FORBIDDEN_TRAILERS,
+                      FRAMING_FIELDS, PLAIN_HEAD, REQUEST_LINE, TOKEN_RE, ProtocolError,
+                      check_target_form, good_host, good_name, parse_field)
 
 
 @dataclass(frozen=True)
@@ -197,7 +137,7 @@ class RequestParser:
         Whatever it accepts, :meth:`_checked_head` accepts the same way (a
         property the tests check); it is just faster, one pattern in C.
         """
-        match = _PLAIN_HEAD.fullmatch(head)
+        match = PLAIN_HEAD.fullmatch(head)
         if match is None:
             return None
         method, target, minor, block = match.groups()
@@ -205,7 +145,7 @@ class RequestParser:
         if method == "CONNECT" or match.start(4) - 2 > limits.request_line \
                 or len(block) > limits.header_size:     # then a line might be too long
             return None
-        headers = _FIELD_LINES.findall(block)
+        headers = FIELD_LINES.findall(block)
         if len(headers) > limits.header_count:
             return None
         return Request(method, target, "HTTP/1.0" if minor == "0" else "HTTP/1.1", headers)
@@ -220,14 +160,14 @@ class RequestParser:
         line_end = head.find("\r\n")
         if line_end > limits.request_line:
             raise ProtocolError(414, "request line too long")
-        match = _REQUEST_LINE.fullmatch(head, 0, line_end)
+        match = REQUEST_LINE.fullmatch(head, 0, line_end)
         if not match:
             raise ProtocolError(400, "malformed request line")
         method, target, major, minor = match.groups()
         if major != "1":
             raise ProtocolError(505, f"HTTP/{major}.{minor} is not supported")
         if target[0] != "/" or method == "CONNECT":
-            _check_target_form(method, target)
+            check_target_form(method, target)
         block = head[line_end + 2:]
         lines = block.split("\r\n")
         lines.pop()                     # the block ends with CRLF: an empty last item
@@ -235,15 +175,15 @@ class RequestParser:
             raise ProtocolError(431, "too many header fields")
         if len(block) > limits.header_size and max(map(len, lines)) > limits.header_size:
             raise ProtocolError(431, "header field too large")
-        if _CTL.search(block):
+        if CTL.search(block):
             raise ProtocolError(400, "control character in a header field")
         headers = []
         for line in lines:
             name, colon, value = line.partition(":")
             # A name seen valid before needs no pattern; an obs-fold line or one
             # with space before the colon never has a valid name.
-            if not colon or not _good_name(name):
-                _parse_field(line)      # raises, saying why
+            if not colon or not good_name(name):
+                parse_field(line)      # raises, saying why
                 raise ProtocolError(400, "invalid header field line")
             headers.append((name, value.strip(" \t")))
         # RFC 9110 2.5: a higher 1.x minor version is processed as 1.1.
@@ -257,11 +197,11 @@ class RequestParser:
         hosts = 0
         for name, value in request.headers:
             lower = name.lower()
-            if lower not in _FRAMING_FIELDS:
+            if lower not in FRAMING_FIELDS:
                 continue
             if lower == "host":
                 hosts += 1
-                if hosts > 1 or not _good_host(value):
+                if hosts > 1 or not good_host(value):
                     raise ProtocolError(400, "repeated or malformed Host")
             elif lower == "content-length":
                 lengths.append(value)
@@ -286,7 +226,7 @@ class RequestParser:
                 raise ProtocolError(400, "both Content-Length and Transfer-Encoding")
             if request.version == "HTTP/1.0":
                 raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if not all(_TOKEN_RE.fullmatch(c) for c in codings):
+            if not all(TOKEN_RE.fullmatch(c) for c in codings):
                 raise ProtocolError(400, "malformed Transfer-Encoding")
             if codings[-1] != "chunked" or codings.count("chunked") > 1:
                 # RFC 9112 6.3: the body length cannot be known; must be 400.
@@ -354,14 +294,14 @@ class RequestParser:
         end = buf.find(b"\r\n")
         if end < 0:
             # A line at the limit may be buffered with the CR of its CRLF.
-            if len(buf) > _CHUNK_LINE + 1 or b"\n" in buf:
+            if len(buf) > CHUNK_LINE + 1 or b"\n" in buf:
                 raise ProtocolError(400, "bad chunk size line")
             return False
-        if end > _CHUNK_LINE:     # the same limit whether the line came whole or in pieces
+        if end > CHUNK_LINE:     # the same limit whether the line came whole or in pieces
             raise ProtocolError(400, "chunk size line too long")
         line = buf[:end]
         self._buf = buf[end + 2:]
-        match = _CHUNK_SIZE.fullmatch(line)
+        match = CHUNK_SIZE_LINE.fullmatch(line)
         if not match:
             raise ProtocolError(400, "bad chunk size")
         size = int(match.group(1), 16)
@@ -389,36 +329,9 @@ class RequestParser:
         self._trailer_count += 1
         if self._trailer_count > self.limits.header_count or len(line) > self.limits.header_size:
             raise ProtocolError(431, "trailer section too large")
-        if _CTL.search(line) or "\r" in line or "\n" in line:
+        if CTL.search(line) or "\r" in line or "\n" in line:
             raise ProtocolError(400, "control character in a trailer field")
-        name, _ = _parse_field(line)
-        if name.lower() in _FORBIDDEN_TRAILERS:
+        name, _ = parse_field(line)
+        if name.lower() in FORBIDDEN_TRAILERS:
             raise ProtocolError(400, f"{name} is not allowed in trailers")
         return True
-
-
-def _check_target_form(method: str, target: str) -> None:
-    """RFC 9112 3.2: which request-target form goes with which method."""
-    if target[0] == "/":
-        if method == "CONNECT":
-            raise ProtocolError(400, "CONNECT needs an authority-form target")
-        return
-    if target == "*":
-        if method != "OPTIONS":
-            raise ProtocolError(400, "'*' is only a target for OPTIONS")
-        return
-    if method == "CONNECT":
-        if not _AUTHORITY.fullmatch(target):
-            raise ProtocolError(400, "malformed CONNECT authority")
-        return
-    if not _ABSOLUTE.fullmatch(target):
-        raise ProtocolError(400, "malformed request-target")
-
-
-def _parse_field(line: str) -> Tuple[str, str]:
-    if line[:1] in (" ", "\t"):
-        raise ProtocolError(400, "obsolete line folding")
-    name, colon, value = line.partition(":")
-    if not colon or not _TOKEN_RE.fullmatch(name):
-        raise ProtocolError(400, "invalid header field name")
-    return name, value.strip(" \t")
