@@ -49,3 +49,25 @@ def closed(sock: socket.socket) -> bool:
         return False
     except ConnectionResetError:
         return True
+
+
+class Clients:
+    """The connections a test opens to ``address``, all closed by :meth:`close`."""
+
+    def __init__(self, address: object, family: int = socket.AF_UNIX) -> None:
+        self.address = address
+        self.family = family
+        self.open: list = []
+
+    def connect(self, send: bytes = b"") -> socket.socket:
+        c = socket.socket(self.family, socket.SOCK_STREAM)
+        c.settimeout(5)
+        c.connect(self.address)
+        self.open.append(c)
+        if send:
+            c.sendall(send)
+        return c
+
+    def close(self) -> None:
+        for c in self.open:
+            c.close()

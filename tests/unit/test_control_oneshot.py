@@ -4,11 +4,10 @@ and the control socket are in test_control_server.py, the metrics endpoint in
 test_metrics_server.py."""
 
 import socket
-from typing import List
 
 import pytest
 
-from oneshot_driver import Clock, closed, reply, turn
+from oneshot_driver import Clients, Clock, closed, reply, turn
 from prefork.supervisor.oneshot import OneShotServer
 
 
@@ -34,20 +33,9 @@ def upper(tmp_path):
     listener.listen(8)
     clock = Clock()
     server = Upper(listener, clock)
-    clients: List[socket.socket] = []
-
-    def connect(send: bytes = b"") -> socket.socket:
-        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        c.settimeout(5)
-        c.connect(listener.getsockname())
-        clients.append(c)
-        if send:
-            c.sendall(send)
-        return c
-
-    yield server, clock, connect
-    for c in clients:
-        c.close()
+    clients = Clients(listener.getsockname())
+    yield server, clock, clients.connect
+    clients.close()
     server.close()
 
 

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from oneshot_driver import Clock, reply, turn
+from oneshot_driver import Clients, Clock, reply, turn
 from prefork.errors import BindError, ConfigError
 from prefork.metrics import CONTENT_TYPE
 from prefork.supervisor import metrics_server
@@ -95,16 +95,9 @@ def test_bad_addresses_name_the_setting():
 def served():
     clock = Clock()
     server = MetricsServer("127.0.0.1:0", lambda: TEXT, clock=clock)
-    clients = []
-
-    def connect() -> socket.socket:
-        c = socket.create_connection(server.sock.getsockname()[:2], timeout=5)
-        clients.append(c)
-        return c
-
-    yield server, clock, connect
-    for c in clients:
-        c.close()
+    clients = Clients(server.sock.getsockname()[:2], socket.AF_INET)
+    yield server, clock, clients.connect
+    clients.close()
     server.close()
 
 
