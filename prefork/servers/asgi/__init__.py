@@ -1,0 +1,1 @@
+"""ASGI 3 applications on the asyncio worker: HTTP, WebSocket, lifespan."""
