@@ -80,6 +80,28 @@ def schedule(rounds: int, modes: Sequence[str], names: Sequence[str]):
                 yield mode, name
 
 
+PEERS = Path(__file__).resolve().parent / ".peers"
+
+
+def peer_python(installs: Sequence[Sequence[str]]) -> Path:
+    """The peers' interpreter (benchmarks/.peers), installing what is missing, best
+    effort: each item is pip's arguments for one peer, its last word the module."""
+    python = PEERS / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    for args in installs:
+        if not importable(python, args[-1]):
+            subprocess.run(pip + list(args), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    return python
+
+
+def importable(python: Path, module: str) -> bool:
+    return subprocess.run([str(python), "-c", f"import {module}"],
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

@@ -29,32 +29,15 @@ from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import (check_import, chosen, describe_head, free_port,  # noqa: E402
-                    open_idle_connections, parse_args, print_comparison, print_table,
-                    run_wrk, schedule, start, stop, worktree)
+from common import (check_import, chosen, describe_head, free_port, importable,  # noqa: E402
+                    open_idle_connections, parse_args, peer_python, print_comparison,
+                    print_table, run_wrk, schedule, start, stop, worktree)
 
 REPO = HERE.parent
-PEERS = HERE / ".peers"
 PEER_NAMES = ("gunicorn sync", "gunicorn gthread", "meinheld", "bjoern")
+# meinheld pins a greenlet that no longer builds; it runs on a current one.
+PEER_INSTALLS = (["gunicorn", "greenlet"], ["--no-deps", "meinheld"], ["bjoern"])
 IDLE = 1000
-
-
-def peer_python() -> Path:
-    """The peers' interpreter, installing what is missing; best effort per peer."""
-    python = PEERS / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
-    pip = [str(python), "-m", "pip", "install", "-q"]
-    # meinheld pins a greenlet that no longer builds; it runs on a current one.
-    for args in (["gunicorn", "greenlet"], ["--no-deps", "meinheld"], ["bjoern"]):
-        if not _importable(python, args[-1]):
-            subprocess.run(pip + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return python
-
-
-def _importable(python: Path, module: str) -> bool:
-    return subprocess.run([str(python), "-c", f"import {module}"],
-                          stderr=subprocess.DEVNULL).returncode == 0
 
 
 def servers(python: Optional[Path], workers: int) -> Dict[str, List[str]]:
@@ -72,11 +55,11 @@ def servers(python: Optional[Path], workers: int) -> Dict[str, List[str]]:
     }
     if python is None:
         return {name: argv for name, argv in table.items() if name not in PEER_NAMES}
-    if _importable(python, "meinheld"):
+    if importable(python, "meinheld"):
         table["meinheld"] = gunicorn + ["-k", "meinheld.gmeinheld.MeinheldWorker", "apps:app"]
     else:
         print("note: meinheld did not install; left out", file=sys.stderr)
-    if _importable(python, "bjoern"):
+    if importable(python, "bjoern"):
         table["bjoern"] = [str(python), str(HERE / "bjoern_pool.py"), "{port}", str(workers)]
     else:
         print("note: bjoern did not install (needs libev-dev); left out", file=sys.stderr)
@@ -110,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def run(args, current: Path, label: str, base: Optional[Tuple[Path, str]]) -> int:
     # The peers' virtualenv is made (and filled) only when a peer is to run.
-    python = peer_python() if chosen(PEER_NAMES, args.only) else None
+    python = peer_python(PEER_INSTALLS) if chosen(PEER_NAMES, args.only) else None
     table, pairs = servers(python, args.workers), []
     pythonpath = dict.fromkeys(table, f"{HERE}:{current}")
     if base is not None:
