@@ -25,10 +25,8 @@ master left to do it.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import select
 import selectors
 import signal
 import time
@@ -36,7 +34,9 @@ from typing import Any, Callable, List, Optional, Sequence, Set, Union
 
 from ..scoreboard import DRAINING, READY, WorkerSlot
 from ..servers.contracts import PacketServer, Parked, StreamServer
-from ..sockets import accept_queue_length, accepter
+from ..sockets import accepter
+from .accepting import (DRAIN_UNKNOWN, EPOLLEXCLUSIVE, FD_PAUSE, accept_batch,  # noqa: F401
+                        drain_size, wake_one)
 from .inflight import Describe, Tracker
 
 logger = logging.getLogger("prefork")
@@ -44,31 +44,6 @@ logger = logging.getLogger("prefork")
 TICK = 1.0
 SWEEP = 0.5          # seconds between two deadline sweeps over parked connections
 IDLE_WAIT = 0.5      # a handler waiting this long for input is idle (graceful stop)
-FD_PAUSE = 0.5       # seconds to stop accepting after running out of file descriptors
-DRAIN_UNKNOWN = 64   # connections to drain where the OS does not report its queue
-# accept() errors that mean "this connection is gone" or "try later", not a bug.
-_TRANSIENT_ACCEPT = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR}
-_OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)
-
-
-def wake_one(selector: selectors.BaseSelector, sock: Any) -> bool:
-    """Wait on a shared listener with EPOLLEXCLUSIVE (Linux >= 4.5), if possible.
-
-    Every worker waits on the same socket; without the flag, each connection
-    wakes all of them and all but one find nothing to accept (the thundering
-    herd).  With it the kernel wakes one worker that is waiting in epoll, so a
-    busy worker is passed over.  The selectors module has no word for the
-    flag, so the fd is registered again on its epoll object directly; the
-    flag cannot be added with a modify.
-    """
-    epoll = getattr(selector, "_selector", None)
-    if not EPOLLEXCLUSIVE or not isinstance(epoll, select.epoll):
-        return False
-    fd = sock.fileno()
-    epoll.unregister(fd)
-    epoll.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
-    return True
 
 
 class ServeLoop:
@@ -221,8 +196,7 @@ class ServeLoop:
         # Serve what was queued when the stop began, not what keeps arriving:
         # under steady load an open-ended drain would never end.
         for server in self.servers:
-            queued = accept_queue_length(server.socket)
-            self._accept(server, limit=DRAIN_UNKNOWN if queued is None else queued)
+            self._accept(server, limit=drain_size(server.socket))
         self._listen(False)
         self.stopping = True
         for server in self.servers:
@@ -246,26 +220,11 @@ class ServeLoop:
         if getattr(server, "datagram", False):
             self._receive(server, batch, drain=limit is not None)
             return
-        accept = self._accepters[id(server)]
-        while batch > 0 and (limit is not None or self._has_room()):
-            try:
-                conn, address = accept()
-            except BlockingIOError:
-                break   # another worker won the race, or the queue is empty
-            except OSError as exc:
-                if exc.errno in _TRANSIENT_ACCEPT:
-                    continue
-                if exc.errno in _OUT_OF_FDS:
-                    logger.error("accept failed: %s; pausing accepts for a moment", exc.strerror)
-                    self._listen(False)
-                    self._resume_at = time.monotonic() + FD_PAUSE
-                    break
-                raise
-            batch -= 1
-            try:
-                server.accepted(conn, address, self)
-            except OSError:
-                conn.close()   # the client left between accept and here
+        room = self._has_room if limit is None else _always
+        if not accept_batch(self._accepters[id(server)], batch, room,
+                            lambda conn, address: server.accepted(conn, address, self)):
+            self._listen(False)
+            self._resume_at = time.monotonic() + FD_PAUSE
         if not self._has_room():
             self._listen(False)
 
@@ -311,3 +270,7 @@ class ServeLoop:
         for connection in list(self.connections):
             connection.hurry(soon)
         self._next_sweep = soon
+
+
+def _always() -> bool:
+    return True
