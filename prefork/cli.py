@@ -20,7 +20,7 @@ from .errors import EXIT_OK, PreforkError
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
     parser.add_argument("target", nargs="?", default=argparse.SUPPRESS, metavar="TARGET",
-                        help="module:name (handler class or WSGI app) or module:factory()")
+                        help="module:name (handler class, WSGI or ASGI app) or module:factory()")
     for name, field in config_mod.FIELDS.items():
         if name == "target":
             continue
@@ -160,8 +160,8 @@ def check(args: argparse.Namespace) -> int:
     obj = target.load_servable(spec)
     # An fd://N socket's kind is only known once it is open, in serve.
     target.check_kinds(spec, obj, [(s.text, s.type == sockets.DGRAM) for s in specs if s.fd < 0])
-    kind = "a socketserver handler class" if target.is_handler_class(obj) else "a WSGI application"
-    print(f"OK: {config.target} is {kind}; {config.workers} workers on "
+    target.worker_kind(spec, obj, config.worker_class)    # -k asyncio on a WSGI app...
+    print(f"OK: {config.target} is {target.describe(obj)}; {config.workers} workers on "
           f"{', '.join(config.bind)}")
     return EXIT_OK
 

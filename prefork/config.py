@@ -12,6 +12,7 @@ the key and where it came from and maps to exit status 2.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 import re
@@ -85,6 +86,12 @@ def _directory(value: str) -> str:
     return ""
 
 
+def _event_loop(value: str) -> str:
+    if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        return "uvloop is not installed (pip install 'prefork[uvloop]'), or use 'auto'"
+    return ""
+
+
 CPU_COUNT = os.cpu_count() or 1
 MAX_WORKERS = scoreboard.MAX_WORKERS   # half its slots: a reload runs two generations
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -93,8 +100,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 @dataclass(frozen=True)
 class Config:
     target: str = setting(
-        "", "What to serve: 'module:name' (a socketserver handler class or a "
-        "WSGI app) or 'module:factory()'. Usually given on the command line.")
+        "", "What to serve: 'module:name' (a socketserver handler class, a WSGI "
+        "app or an ASGI 3 app) or 'module:factory()'. Usually given on the command line.")
     bind: Tuple[str, ...] = setting(
         ("127.0.0.1:8000",), "Addresses to listen on: HOST:PORT, :PORT, [IPv6]:PORT "
         "(TCP), udp://HOST:PORT, unix:/path, unix-dgram:/path, or fd://N (a socket "
@@ -104,11 +111,12 @@ class Config:
         flag="-w", minimum=1, maximum=MAX_WORKERS, metavar="N")
     worker_class: str = setting(
         "auto", "Worker kind. sync: one job at a time per worker. thread: a "
-        "bounded pool of `threads` per worker. auto: thread for handler classes "
-        "(a handler owns its connection until handle() returns, so one idle "
+        "bounded pool of `threads` per worker. asyncio: an event loop running an "
+        "ASGI 3 app's coroutines. auto: asyncio for ASGI apps, thread for handler "
+        "classes (a handler owns its connection until handle() returns, so one idle "
         "keep-alive client would hold a sync worker), sync for WSGI apps (idle "
         "connections wait in the selector, not in the app).",
-        flag="-k", choices=("auto", "sync", "thread"))
+        flag="-k", choices=("auto", "sync", "thread", "asyncio"))
     threads: int = setting(
         32, "Threads per worker for the thread worker; while all are busy the "
         "worker stops accepting and new connections wait in the backlog.",
@@ -189,8 +197,19 @@ class Config:
         1000, "HTTP: most open connections per worker; at the limit the worker "
         "stops accepting.", minimum=1, metavar="N")
     root_path: str = setting(
-        "", "HTTP: the SCRIPT_NAME the app is mounted at, e.g. /api ('' = the root).",
+        "", "HTTP: the path the app is mounted at, e.g. /api ('' = the root): WSGI's "
+        "SCRIPT_NAME, ASGI's root_path.",
         metavar="PATH")
+    lifespan: str = setting(
+        "auto", "ASGI: run the app's lifespan startup in each worker before it is ready "
+        "and its shutdown when the worker stops. on: a startup failure or error is a "
+        "boot failure; auto: the same for a failure the app reports, while an app "
+        "that does not speak lifespan is served without it; off: never.",
+        choices=("auto", "on", "off"))
+    loop: str = setting(
+        "auto", "ASGI: the asyncio worker's event loop. auto: uvloop when it is "
+        "installed (pip install 'prefork[uvloop]'), asyncio's own otherwise.",
+        choices=("auto", "asyncio", "uvloop"), check=_event_loop)
     access_log: str = setting(
         "", "HTTP: where to write the access log: a file path, '-' for standard "
         "output, '' for none. USR1 reopens it.", metavar="PATH")

@@ -32,6 +32,10 @@ class SignalPipe:
     def fileno(self) -> int:
         return self._r
 
+    def rearm(self) -> None:
+        """Point the wakeup fd back here, after an event loop (uvloop) took it over."""
+        signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+
     def read(self) -> List[int]:
         received: List[int] = []
         while True:

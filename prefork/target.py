@@ -12,6 +12,7 @@ and in ``prefork check``.
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import socketserver
 import traceback
@@ -75,6 +76,45 @@ def is_handler_class(obj: object) -> bool:
     return isinstance(obj, type) and issubclass(obj, socketserver.BaseRequestHandler)
 
 
+def is_asgi_app(obj: object) -> bool:
+    """An ASGI 3 application: ``async def app(scope, receive, send)``, or an object
+    whose ``__call__`` is a coroutine function (Starlette, FastAPI, Django's handler).
+
+    A class is never one: calling it builds an instance (ASGI 2's shape).  An
+    app whose call returns an awaitable without being a coroutine function
+    cannot be told from a WSGI app; ``-k asyncio`` cannot rescue it either.
+    """
+    if isinstance(obj, type) or not callable(obj):
+        return False
+    if inspect.iscoroutinefunction(obj):
+        return True
+    return inspect.iscoroutinefunction(getattr(obj, "__call__", None))
+
+
+def describe(obj: object) -> str:
+    """What prefork takes ``obj`` for, in words."""
+    if is_handler_class(obj):
+        return "a socketserver handler class"
+    return "an ASGI 3 application" if is_asgi_app(obj) else "a WSGI application"
+
+
+def worker_kind(spec: TargetSpec, obj: object, wanted: str) -> str:
+    """The worker kind that serves ``obj``: ``wanted``, or for ``auto`` the kind its
+    shape calls for; TargetError (exit 3) if ``wanted`` cannot serve it."""
+    asgi = is_asgi_app(obj)
+    if wanted == "auto":
+        return "asyncio" if asgi else "thread" if is_handler_class(obj) else "sync"
+    if wanted == "asyncio" and not asgi:
+        raise TargetError(
+            f"target {spec.text!r} is {describe(obj)}, not an ASGI 3 application "
+            "(async def app(scope, receive, send)): -k asyncio serves ASGI apps; "
+            "use -k sync or -k thread, or -k auto")
+    if wanted != "asyncio" and asgi:
+        raise TargetError(f"target {spec.text!r} is an ASGI 3 application: -k {wanted} "
+                          "serves WSGI apps and handler classes; use -k asyncio or -k auto")
+    return wanted
+
+
 def load_servable(spec: TargetSpec) -> object:
     """:func:`load`, then make sure it is something prefork can serve (exit 3 if not)."""
     obj = load(spec)
@@ -101,7 +141,7 @@ def check_kinds(spec: TargetSpec, obj: object, binds: Iterable[Tuple[str, bool]]
 
 def _mismatch(obj: object, datagram: bool) -> str:
     if not is_handler_class(obj):
-        return ("a WSGI application needs a stream socket (HOST:PORT or unix:), "
+        return (f"{describe(obj)} needs a stream socket (HOST:PORT or unix:), "
                 "not a datagram one") if datagram else ""
     if datagram and issubclass(obj, socketserver.StreamRequestHandler):
         return (f"{obj.__name__} is a socketserver.StreamRequestHandler, which reads a "

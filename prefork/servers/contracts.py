@@ -10,6 +10,7 @@ worker) implements the same contracts; a new server implements
 
 from __future__ import annotations
 
+import asyncio
 import selectors
 import socket
 from typing import Any, Callable, Optional, Protocol, Tuple
@@ -57,13 +58,34 @@ class Loop(Protocol):
     def forget(self, connection: Parked) -> None: ...
 
 
+class AsyncLoop(Protocol):
+    """What servers on the asyncio worker (ASGI) may ask of its loop.
+
+    Connections are ``asyncio.Protocol`` objects parked here for their
+    deadlines and the graceful stop; a request is a task, counted between
+    :meth:`request_started` and :meth:`request_finished` (scoreboard,
+    max_requests, and a graceful stop waits for it).
+    """
+
+    loop: asyncio.AbstractEventLoop
+
+    def park(self, connection: Parked) -> None: ...
+
+    def forget(self, connection: Parked) -> None: ...
+
+    def request_started(self) -> None: ...
+
+    def request_finished(self) -> None: ...
+
+
 class StreamServer(Protocol):
     """One listener's server on a stream socket: the loop accepts, the server serves."""
 
     socket: socket.socket
     accept_batch: int         # connections to accept per wake-up; 0: the dispatcher's
 
-    def accepted(self, conn: socket.socket, address: Any, loop: Loop) -> None: ...
+    def accepted(self, conn: socket.socket, address: Any, loop: Any) -> None:
+        """``loop``: a :class:`Loop`, or an :class:`AsyncLoop` for an asyncio server."""
 
     def close_idle(self, min_wait: float) -> None:
         """Graceful stop: end connections idle for at least ``min_wait`` seconds."""

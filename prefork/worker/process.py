@@ -20,13 +20,15 @@ import resource
 import signal
 import sys
 from dataclasses import dataclass
-from typing import List, NoReturn
+from typing import Callable, List, NoReturn, Optional
 
 from setproctitle import setproctitle
 
 from .. import log, target
 from ..config import Config
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_TARGET, TargetError
+from ..servers.asgi.lifespan import Lifespan, LifespanFailure
+from ..servers.asgi.server import ASGIServer
 from ..servers.datagram import DatagramServer
 from ..servers.stream import HandlerServer
 from ..hooks import NO_HOOKS, Hooks, WorkerInfo
@@ -36,6 +38,7 @@ from ..scoreboard import Scoreboard
 from ..sigpipe import SignalPipe
 from ..sockets import Listener
 from . import inflight
+from .aio_loop import AsyncioLoop
 from .dispatch import SyncDispatcher, ThreadDispatcher
 from .loop import IDLE_WAIT, ServeLoop
 
@@ -51,6 +54,13 @@ class FastExit(BaseException):
 
 def _fast_exit(signum: int, frame: object) -> None:
     raise FastExit(signum)
+
+
+def _exit_now(signum: int, frame: object) -> None:
+    """QUIT/INT in the asyncio worker: an exception raised here would land in
+    whatever task or callback runs, and asyncio would catch it; so exit at once."""
+    log.flush()
+    os._exit(EXIT_OK)
 
 
 @dataclass
@@ -126,37 +136,16 @@ def _run(ctx: WorkerContext) -> int:
     try:
         app = ctx.app if ctx.app is not None else target.load_servable(ctx.target)
         target.check_kinds(ctx.target, app, [(l.name, l.datagram) for l in ctx.listeners])
+        kind = target.worker_kind(ctx.target, app, config.worker_class)
     except TargetError as exc:
-        logger.error("%s", exc)
-        ctx.reports.send(BOOT_ERROR, pid, str(exc).split("\n", 1)[0])
-        return EXIT_TARGET
+        return _boot_failed(ctx, pid, exc)
     is_handler = target.is_handler_class(app)
 
     slot = ctx.scoreboard.slot(ctx.slot)
-    kind = config.worker_class
-    if kind == "auto":
-        kind = "thread" if is_handler else "sync"
-    dispatcher = SyncDispatcher() if kind == "sync" else ThreadDispatcher(config.threads)
     access_log = None
     if config.access_log and not is_handler:
         access_log = AccessLog(config.access_log, config.access_log_format)
-    if is_handler:
-        servers = [DatagramServer(l.sock, app, config.max_packet_size) if l.datagram
-                   else HandlerServer(l.sock, app, config.idle_timeout) for l in ctx.listeners]
-    else:
-        servers = [WSGIServer(l.sock, app, config, kind == "thread", access_log)
-                   for l in ctx.listeners]
-    _arm_idle_closing(servers, sync=kind == "sync")
-    limit = config.max_requests
-    if limit:
-        limit += random.randint(0, config.max_requests_jitter)
-    recycle_asked = False
-
-    def on_request_done() -> None:
-        nonlocal recycle_asked
-        if limit and not recycle_asked and slot.requests >= limit:
-            recycle_asked = True
-            ctx.reports.send(RECYCLE, pid)
+    on_request_done = _recycler(ctx, slot, pid)
 
     def on_signal(sig: int) -> None:
         if sig == signal.SIGUSR1:
@@ -165,6 +154,17 @@ def _run(ctx: WorkerContext) -> int:
                 access_log.reopen()
             logger.info("reopened log files")
 
+    if kind == "asyncio":
+        return _serve_asgi(ctx, app, slot, info, pid, signals, access_log, on_signal,
+                           on_request_done)
+    dispatcher = SyncDispatcher() if kind == "sync" else ThreadDispatcher(config.threads)
+    if is_handler:
+        servers = [DatagramServer(l.sock, app, config.max_packet_size) if l.datagram
+                   else HandlerServer(l.sock, app, config.idle_timeout) for l in ctx.listeners]
+    else:
+        servers = [WSGIServer(l.sock, app, config, kind == "thread", access_log)
+                   for l in ctx.listeners]
+    _arm_idle_closing(servers, sync=kind == "sync")
     loop = ServeLoop(servers, dispatcher, slot, signals, ctx.alive_fd,
                      config.graceful_timeout, on_signal, on_request_done,
                      max_connections=0 if is_handler else config.worker_connections,
@@ -176,6 +176,59 @@ def _run(ctx: WorkerContext) -> int:
                 f"{config.threads} threads" if kind == "thread" else "sync",
                 "handler class" if is_handler else "WSGI")
     loop.run()
+    ctx.hooks.call("worker_exit", config, info)
+    logger.info("worker exiting")
+    return EXIT_OK
+
+
+def _boot_failed(ctx: WorkerContext, pid: int, exc: Exception) -> int:
+    """The target cannot be served: tell the master why, exit 3 (at the first start
+    the master exits 3 too; on a reload the old generation keeps serving)."""
+    logger.error("%s", exc)
+    ctx.reports.send(BOOT_ERROR, pid, str(exc).split("\n", 1)[0])
+    return EXIT_TARGET
+
+
+def _recycler(ctx: WorkerContext, slot: object, pid: int) -> Callable[[], None]:
+    """After each request: past max_requests (+ jitter), ask the master for a replacement."""
+    limit = ctx.config.max_requests
+    if limit:
+        limit += random.randint(0, ctx.config.max_requests_jitter)
+    asked = False
+
+    def on_request_done() -> None:
+        nonlocal asked
+        if limit and not asked and slot.requests >= limit:
+            asked = True
+            ctx.reports.send(RECYCLE, pid)
+
+    return on_request_done
+
+
+def _serve_asgi(ctx: WorkerContext, app: object, slot: object, info: WorkerInfo, pid: int,
+                signals: SignalPipe, access_log: Optional[AccessLog], on_signal: Callable[[int], None],
+                on_request_done: Callable[[], None]) -> int:
+    """The asyncio worker: lifespan startup (a failure is a boot failure), ready, serve,
+    then lifespan shutdown once the last request of a graceful stop is done."""
+    config = ctx.config
+    signal.signal(signal.SIGQUIT, _exit_now)
+    signal.signal(signal.SIGINT, _exit_now)
+    lifespan = Lifespan(app, config.lifespan, config.timeout)
+    servers = [ASGIServer(l.sock, app, config, access_log, lifespan.state)
+               for l in ctx.listeners]
+    loop = AsyncioLoop(servers, slot, signals, ctx.alive_fd, config.graceful_timeout,
+                       on_signal, on_request_done, config.worker_connections, config.loop)
+    try:
+        loop.boot(lifespan.startup)
+    except LifespanFailure as exc:
+        return _boot_failed(ctx, pid, exc)
+    for server in servers:
+        server.state = lifespan.state if lifespan.running else None
+    loop.open()
+    ctx.reports.send(READY, pid)
+    logger.info("worker ready (gen %d, asyncio on %s, ASGI%s)", ctx.generation, loop.kind,
+                ", lifespan" if lifespan.running else "")
+    loop.run(lifespan.shutdown)
     ctx.hooks.call("worker_exit", config, info)
     logger.info("worker exiting")
     return EXIT_OK

@@ -83,6 +83,11 @@ class RequestParser:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def take_buffered(self) -> bytes:
+        """The bytes after the last parsed head, taken out (an upgraded connection's own)."""
+        data, self._buf = self._buf, b""
+        return data
+
     @property
     def in_body(self) -> bool:
         return self._state != HEAD

@@ -1,0 +1,408 @@
+"""One HTTP connection on the asyncio worker: an ``asyncio.Protocol`` around :class:`HttpProtocol`.
+
+Every rule (keep-alive, pipelining, 100-continue, limits, deadlines, how
+a connection ends) is the sans-IO protocol's (:mod:`..http.protocol`); this
+adapter performs its actions on the transport, the same actions as the
+selector adapter (:mod:`..http.connection`) performs on a socket, with
+three differences that come from asyncio:
+
+- The app starts at REQUEST_HEAD, as a task (:mod:`.cycle`), and the body
+  is pulled for it: ``next()`` is first called from the app's first
+  ``receive()``, so ``100 Continue`` goes out only if the app reads.  Body
+  bytes wait in the cycle's queue; above BODY_HIGH bytes the transport
+  stops reading, so a slow app never makes the worker buffer without bound.
+- The transport reads all the time (a client that goes away is seen while
+  its app runs: ``http.disconnect``), except while the body queue is full
+  or pipelined requests pile up beyond PIPELINE_HIGH bytes.
+- Sends never block: the transport buffers.  Bytes beyond its high-water
+  mark are reported to the protocol as not yet sent, so it waits in WRITE
+  and its client_timeout resets a reader that stalls; the app's ``send()``
+  waits meanwhile.
+
+WebSocket hand-over: when the protocol reports a complete request head
+(REQUEST or REQUEST_HEAD) of a GET asking ``Upgrade: websocket`` with
+``Connection: upgrade``, and the module ``prefork.servers.asgi.websocket``
+exists, this adapter calls ``websocket.upgrade(request, scope, app,
+transport, leftover, server)``: ``request`` the parsed
+:class:`~..http.parser.Request`, ``scope`` the ``http`` scope this adapter
+built for it (a starting point for the ``websocket`` one), ``app`` the ASGI
+app, ``transport`` the asyncio transport (reading, not paused), ``leftover``
+the bytes the client sent after the head (its first frames, if any) and
+``server`` the :class:`~.server.ASGIServer` (limits, timeouts, access log,
+lifespan state).  It returns the object that owns the connection from then
+on, or None to decline (the request is then served as plain HTTP).  This
+adapter stays the transport's protocol and forwards ``data_received(data)``,
+``connection_lost(exc)``, ``pause_writing()``, ``resume_writing()``, and on a
+graceful stop (and when the worker is orphaned) ``going_away()``; an EOF
+from the client closes the transport, which ends in ``connection_lost``.
+The connection stays counted (``worker_connections``) and a graceful stop
+waits for it until ``graceful_timeout``.  Without the module, such requests
+are served as plain HTTP: the app sees an ``http`` scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from time import monotonic
+from typing import Any, List, Optional
+
+from ...addresses import client
+from ..http.protocol import (BODY_DATA, CLOSE, CLOSED, FINISHED, LATE_READ, LINGER, PRODUCE,
+                             REJECT, REQUEST, REQUEST_HEAD, RESET, SEND, SEND_CONTINUE,
+                             SENDFILE, WAIT, WRITE, HttpProtocol)
+from ..http.response import CONTINUE, error_response
+from .cycle import BODY_HIGH, ClientDisconnected, Cycle
+from .scope import wants_websocket
+
+logger = logging.getLogger("prefork")
+
+PIPELINE_HIGH = 64 * 1024     # pipelined request bytes held while a response is under way
+FILE_BLOCK = 256 * 1024       # read-and-write blocks of a pathsend where sendfile is not had
+_RESET = struct.pack("ii", 1, 0)   # struct linger {l_onoff 1, l_linger 0}: close sends RST
+
+
+class AsgiConnection(asyncio.Protocol):
+    """Drive one client connection through requests; see the module docstring."""
+
+    __slots__ = ("server", "aloop", "loop", "address", "transport", "proto", "cycle",
+                 "reading", "write_paused", "closed", "unsent", "sending_file", "handover",
+                 "_drains")
+
+    def __init__(self, server: Any, aloop: Any, address: Any) -> None:
+        self.server = server
+        self.aloop = aloop
+        self.loop = aloop.loop
+        self.address = address
+        self.transport: Any = None
+        self.proto = HttpProtocol(server.limits, server.header_timeout, server.client_timeout,
+                                  server.keepalive, monotonic())
+        self.cycle: Optional[Cycle] = None
+        self.reading = True
+        self.write_paused = False
+        self.closed = False
+        self.unsent = 0            # bytes in the transport's buffer the protocol counts unsent
+        self.sending_file = False
+        self.handover: Any = None
+        self._drains: List[asyncio.Future] = []
+        aloop.park(self)           # counted from now, for worker_connections
+
+    # -- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.handover is not None:
+            self.handover.data_received(data)
+            return
+        self._drive(self.proto.received(data, monotonic()))
+
+    def eof_received(self) -> Optional[bool]:
+        if self.handover is not None:
+            return False           # the transport closes; the handler hears connection_lost
+        self._drive(self.proto.eof())
+        cycle = self.cycle
+        if cycle is not None and self.proto.peer_closed:
+            cycle.peer_gone()
+        return True                # half-closed: our side stays open for the response
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.closed = True
+        self.proto.close()
+        if self.handover is not None:
+            self.handover.connection_lost(exc)
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnect()
+        self._wake_drains()
+        self.aloop.forget(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.handover is not None:
+            self.handover.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.handover is not None:
+            self.handover.resume_writing()
+            return
+        self._wake_drains()
+        if self.proto.state == WRITE:
+            self._drive(self.proto.writable())
+
+    # -- the loop's calls (contracts.Parked) -----------------------------------
+
+    def tick(self, now: float) -> None:
+        if self.handover is not None or self.closed:
+            return
+        action = self.proto.tick(now)
+        if action == WAIT:
+            return
+        if action == LATE_READ:
+            cycle = self.cycle
+            if self.proto.in_body and cycle is not None and (not cycle.pulled or not self.reading):
+                # The app holds the body back (it has not asked for it, or has
+                # not taken what came): the client is not the one stalling.
+                return
+            # Otherwise what the client sent has been delivered already (the
+            # transport reads whenever it may): the deadline holds.
+            action = self.proto.expire()
+        self._drive(action)
+
+    def stop(self) -> None:
+        if self.handover is not None:
+            self.handover.going_away()
+            return
+        if self.proto.stop():
+            cycle = self.cycle
+            if cycle is not None and not cycle.head_sent:
+                cycle.keep_alive = False    # its head, still to come, says close
+
+    def hurry(self, deadline: float) -> None:
+        if self.handover is not None:
+            self.handover.going_away()
+            return
+        self.proto.hurry(deadline)
+
+    # -- what the cycle calls --------------------------------------------------
+
+    def pull(self, cycle: Cycle) -> None:
+        """The app's first receive(): the body (and its 100 Continue) now."""
+        if cycle is self.cycle and self.proto.in_body and not self.closed:
+            self._drive(self.proto.next(monotonic()))
+
+    def body_taken(self, cycle: Cycle) -> None:
+        if cycle is self.cycle and not self.reading:
+            self._set_reading()
+
+    def respond(self, cycle: Cycle, data: bytes, done: bool, file: Any = None) -> None:
+        if cycle is not self.cycle or self.closed:
+            return      # the connection went, or this response was cut short already
+        if file is None:
+            self._drive(self.proto.respond(data, done, cycle.keep_alive))
+            return
+        handle, count, sent = file
+        cycle.file = (handle, count, sent)
+        self._drive(self.proto.respond(data, done, cycle.keep_alive,
+                                       (handle.fileno(), 0, count) if count else None))
+        if not count and not sent.done():
+            sent.set_result(None)
+
+    async def drained(self, cycle: Cycle) -> None:
+        """Wait while the transport is above its high-water mark."""
+        while self.write_paused and not self.closed:
+            waiter = self.loop.create_future()
+            self._drains.append(waiter)
+            await waiter
+        if self.closed and not cycle.response_done:
+            raise ClientDisconnected("the client closed the connection")
+
+    def _wake_drains(self) -> None:
+        drains, self._drains = self._drains, []
+        for waiter in drains:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the protocol's actions --------------------------------------------------
+
+    def _drive(self, action: int) -> None:
+        """Perform ``action`` and the ones that follow, until the protocol waits."""
+        proto = self.proto
+        while True:
+            if action == SEND:
+                out = proto.out
+                count = len(out)
+                if self.unsent:
+                    self.unsent = 0    # already in the transport's buffer (resume_writing)
+                else:
+                    self.transport.write(out)
+                    if self.write_paused:
+                        left = min(count, self.transport.get_write_buffer_size())
+                        self.unsent = left
+                        count -= left
+                action = proto.sent(count, monotonic())
+            elif action == WAIT:
+                self._set_reading()
+                return
+            elif action == REQUEST:
+                cycle = self.cycle
+                if cycle is not None and cycle.body_open:
+                    cycle.body_end()          # the end of a body the app is reading
+                else:
+                    self._start(False)
+                action = WAIT
+            elif action == FINISHED:
+                self._finished()
+                action = proto.finish(monotonic())
+            elif action == PRODUCE:
+                self._set_reading()
+                return                        # the app's send() returns; it sends more
+            elif action == REQUEST_HEAD:
+                self._start(True)             # next() waits for the app's first receive()
+                action = WAIT
+            elif action == BODY_DATA:
+                if self.cycle is not None:
+                    self.cycle.body_chunk(proto.data)
+                action = proto.next()
+            elif action == SEND_CONTINUE:
+                self.transport.write(CONTINUE)
+                action = proto.next()
+            elif action == SENDFILE:
+                self.sending_file = True
+                self.loop.create_task(self._send_file())
+                return
+            elif action == REJECT:
+                self.server.log_rejection(self, proto.status)
+                action = SEND
+            elif action == LATE_READ:
+                action = proto.expire()
+            elif action == LINGER:
+                if self.transport.can_write_eof():
+                    self.transport.write_eof()    # after what is buffered
+                self._set_reading()
+                return
+            elif action == RESET:
+                self._reset()
+                return
+            else:
+                assert action == CLOSE, action
+                self.transport.close()            # after what is buffered
+                return
+            if self.closed:
+                return
+
+    def _set_reading(self) -> None:
+        proto = self.proto
+        if self.sending_file or self.closed or proto.state == CLOSED:
+            return
+        if proto.in_body:
+            cycle = self.cycle
+            want = cycle is None or cycle.pending < BODY_HIGH
+        else:
+            want = proto.parser.buffered < PIPELINE_HIGH
+        if want != self.reading:
+            self.reading = want
+            if want:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def _start(self, body: bool) -> None:
+        """A request head is complete: its app task starts (or a WebSocket takes over)."""
+        proto = self.proto
+        request = proto.request
+        server = self.server
+        scope = server.scope(request, self.address)
+        if request.upgrade and wants_websocket(request) and self._hand_over(request, scope):
+            return
+        self.cycle = cycle = Cycle(self, request, scope, body, proto.keep_alive, proto.started)
+        cycle.peer_closed = proto.peer_closed     # pipelined before the client's EOF
+        self.aloop.request_started()
+        self.loop.create_task(self._run(cycle))
+
+    async def _run(self, cycle: Cycle) -> None:
+        try:
+            await self.server.app(cycle.scope, cycle.receive, cycle.send)
+        except ClientDisconnected:
+            pass
+        except asyncio.CancelledError:
+            self._failed(cycle)
+            raise
+        except Exception:
+            if not cycle.disconnected:
+                logger.exception("error in the ASGI app serving %s from %s", cycle.describe(),
+                                 client(self.address))
+            self._failed(cycle)
+        else:
+            if not cycle.response_done and not cycle.disconnected:
+                logger.error("the ASGI app returned without completing its response to %s "
+                             "from %s", cycle.describe(), client(self.address))
+                self._failed(cycle)
+        finally:
+            self.aloop.request_finished()
+
+    def _failed(self, cycle: Cycle) -> None:
+        """A 500 if nothing was sent; a reset if the response had started."""
+        if cycle is not self.cycle or self.closed or cycle.response_done:
+            return
+        cycle.response_done = True
+        if not cycle.head_sent:
+            cycle.code = 500
+            body = error_response(500)
+            cycle.body_bytes = len(body)
+            self._drive(self.proto.respond(body, True, False))
+        else:
+            self.proto.abort()
+            self._reset()
+            self._finished()
+
+    def _finished(self) -> None:
+        cycle = self.cycle
+        if cycle is None:
+            return
+        self.cycle = None
+        cycle.finished()
+        if self.server.access_log is not None:
+            self.server.log_access(self, cycle)
+
+    async def _send_file(self) -> None:
+        """SENDFILE: the file range the protocol holds, then sent_file()."""
+        cycle = self.cycle
+        handle, count, sent = cycle.file
+        _fd, offset, left = self.proto.file
+        try:
+            try:
+                await self.loop.sendfile(self.transport, handle, offset, left)
+            except NotImplementedError:       # uvloop: read and write
+                handle.seek(offset)
+                while left and not self.closed:
+                    block = handle.read(min(FILE_BLOCK, left))
+                    if not block:
+                        break
+                    self.transport.write(block)
+                    left -= len(block)
+                    await self.drained(cycle)
+        except (OSError, RuntimeError):
+            if not self.closed:
+                self._reset()      # part of the body may have left: only a reset tells
+            return
+        finally:
+            self.sending_file = False
+            if not sent.done():
+                sent.set_result(None)
+        if not self.closed:
+            self._drive(self.proto.sent_file(self.proto.file[2], monotonic(), ended=True))
+
+    # -- closing ---------------------------------------------------------------
+
+    def _hand_over(self, request: Any, scope: Any) -> bool:
+        try:
+            from . import websocket    # built apart; absent: plain HTTP
+        except ImportError:
+            return False
+        leftover = self.proto.parser.take_buffered()
+        handler = websocket.upgrade(request, scope, self.server.app, self.transport, leftover,
+                                    self.server)
+        if handler is None:
+            self.proto.parser.feed(leftover)
+            return False
+        self.handover = handler
+        return True
+
+    def _reset(self) -> None:
+        """Close with a reset (SO_LINGER 0): nothing buffered is sent, the client sees RST."""
+        sock = self.transport.get_extra_info("socket")
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        except (OSError, AttributeError):
+            pass
+        self.proto.close()
+        self.transport.abort()
+
+    def describe(self) -> str:
+        r = self.proto.request
+        return f'"{r.method} {r.target} {r.version}" from {client(self.address)}'
