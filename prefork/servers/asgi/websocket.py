@@ -1,0 +1,409 @@
+"""ASGI WebSocket sessions on the asyncio worker: what follows an upgrade request.
+
+The HTTP adapter parses a request head; when it is a GET asking for
+``Upgrade: websocket``, it hands the connection over with :func:`upgrade`
+and from then on forwards the transport's events to the returned
+:class:`WebSocketSession` (``data_received``, ``connection_lost``,
+``pause_writing``, ``resume_writing``) and, on a graceful stop of the
+worker, calls ``going_away()`` and awaits ``done``.
+
+The session runs the application with the ASGI ``websocket`` scope.  The
+handshake is answered only when the app decides: ``websocket.accept`` sends
+the 101, ``websocket.close`` before it a 403, ``websocket.http.response.*``
+a response of the app's own.  The frames and the close handshake are
+:class:`.ws_protocol.Frames`' (sans-IO); this module makes the writes, the
+timers (keepalive pings, the close timeout) and the flow control: reading
+pauses while the app has not taken what was received (a bounded queue), and
+``send`` waits while the transport's buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional
+
+from ..http.parser import Request
+from ..http.response import LAST_CHUNK, chunk, error_response
+from .ws_protocol import (ABNORMAL, Frames, HandshakeError, Message, WebSocketClosed,
+                          accept_head, check_handshake, denial_head, disconnect, websocket_scope)
+
+logger = logging.getLogger("prefork")
+
+App = Callable[[Dict[str, Any], Callable[[], Awaitable[Message]],
+                Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+CONNECTING, DENYING, OPEN, CLOSING, CLOSED = "connecting", "denying", "open", "closing", "closed"
+
+CLOSE_TIMEOUT = 5.0           # seconds for the client to answer our close frame
+SERVICE_RESTART = 1012        # RFC 6455 7.4.1 (IANA registry): the worker is being replaced
+# The receive queue: reading pauses at either high mark, resumes under both low ones.
+QUEUE_HIGH, QUEUE_LOW = 16, 4
+QUEUE_HIGH_BYTES, QUEUE_LOW_BYTES = 1 << 20, 256 << 10
+EARLY_LIMIT = 64 << 10        # bytes held before the handshake is answered
+CLIENT_GONE = 499             # the access log's status when the client left before any answer
+
+
+def upgrade(request: Request, scope: Dict[str, Any], app: App, transport: asyncio.Transport,
+            leftover: bytes, server: Any) -> "WebSocketSession":
+    """Take over a connection whose request asks for a WebSocket; runs the app."""
+    session = WebSocketSession(request, scope, app, transport, server)
+    session.start(leftover)
+    return session
+
+
+class WebSocketSession:
+    """One WebSocket connection, from the upgrade request to the closed transport."""
+
+    def __init__(self, request: Request, http_scope: Dict[str, Any], app: App,
+                 transport: asyncio.Transport, server: Any) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.request, self.transport, self.app = request, transport, app
+        self.scope = websocket_scope(http_scope, request)
+        self.max_size: int = getattr(server, "ws_max_size", 16 << 20)
+        self.ping_interval: float = getattr(server, "ws_ping_interval", 20.0) or 0.0
+        self.ping_timeout: float = getattr(server, "ws_ping_timeout", 20.0) or 0.0
+        self.access_log = getattr(server, "access_log", None)
+        self.on_request_done = getattr(server, "on_request_done", None)
+        self.done: asyncio.Future = self.loop.create_future()
+        self.state = CONNECTING
+        self.status = 0                    # for the access log: 101, or the denial's
+        self.sent = 0                      # bytes written, for the access log
+        self.started = time.monotonic()
+        self.frames: Optional[Frames] = None
+        self._key = ""
+        self._early = bytearray()          # bytes received before the handshake was answered
+        self._chunked = False              # the denial's body goes chunked
+        self._inbox: Deque[Message] = deque()
+        self._inbox_bytes = 0
+        self._receiver: Optional[asyncio.Future] = None
+        self._disconnect: Optional[Message] = None   # queued once, then repeated to the app
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain: List[asyncio.Future] = []
+        # The next keepalive ping, our ping's deadline, our close frame's deadline.
+        Timer = Optional[asyncio.TimerHandle]
+        self._ping_timer: Timer = None
+        self._pong_timer: Timer = None
+        self._close_timer: Timer = None
+        self._going_away = self._app_done = self._lost = False
+        self._task: Optional[asyncio.Future] = None
+
+    # -- the adapter's calls ---------------------------------------------------
+
+    def start(self, leftover: bytes) -> None:
+        try:
+            self._key = check_handshake(self.request)
+        except HandshakeError as exc:
+            # Not a WebSocket the app could accept: answered here, the app never sees it.
+            self.status = exc.status
+            self._write(exc.response())
+            self._app_done = True
+            self._close_transport()
+            return
+        self._queue({"type": "websocket.connect"})
+        self._early += leftover
+        self._task = asyncio.ensure_future(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        if self.frames is not None:
+            if self.state is OPEN or self.state is CLOSING:
+                self._received(data)
+        elif self.state is CONNECTING:
+            # RFC 6455 4.1: a client waits for the 101 before it sends frames;
+            # what comes early is kept (within a bound) until the app decides.
+            self._early += data
+            if len(self._early) > EARLY_LIMIT:
+                self._pause_reading()
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._lost = True
+        self.state = CLOSED
+        self._cancel_timers()
+        self._queue(disconnect(ABNORMAL))      # unless a disconnect is already queued
+        self._wake_senders()
+        self._finish()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        waiters, self._drain = self._drain, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def going_away(self) -> None:
+        """Graceful stop: close with 1012 (service restart), with a proper close handshake."""
+        self._going_away = True
+        if self.state is OPEN:
+            self._close(SERVICE_RESTART, "service restart")
+            self._queue(disconnect(SERVICE_RESTART, "service restart"))
+        # CONNECTING: the app has not answered yet; an accept is closed at once.
+
+    # -- what the app calls -----------------------------------------------------
+
+    async def receive(self) -> Message:
+        while not self._inbox:
+            if self._disconnect is not None:
+                return dict(self._disconnect)      # every receive after the end says so
+            if self._receiver is None or self._receiver.done():
+                self._receiver = self.loop.create_future()
+            await self._receiver
+        message = self._inbox.popleft()
+        if message["type"] == "websocket.receive":
+            self._inbox_bytes -= len(message.get("text") or message.get("bytes") or b"")
+        if self._reading_paused:
+            self._resume_reading()
+        return message
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        state = self.state
+        if state is OPEN and kind == "websocket.send":
+            frames = self.frames
+            assert frames is not None
+            text, data = message.get("text"), message.get("bytes")
+            if (text is None) == (data is None):
+                raise TypeError("websocket.send needs exactly one of 'text' and 'bytes'")
+            if text is not None:
+                frames.send_text(text)
+            else:
+                frames.send_bytes(data)
+            self._flush()
+            if self._writing_paused:
+                await self._drained()
+        elif state is OPEN and kind == "websocket.close":
+            self._close(message.get("code", 1000), message.get("reason") or "")
+        elif (state is CLOSING or state is CLOSED) and kind == "websocket.close":
+            pass           # closing twice, or after the client: nothing left to do
+        elif state is CONNECTING and kind == "websocket.accept":
+            self._accept(message)
+        elif state is CONNECTING and kind == "websocket.close":
+            # ASGI: a close before the accept is a denial, with 403.
+            self._deny(403)
+        elif state is CONNECTING and kind == "websocket.http.response.start":
+            self.status = message["status"]
+            head, self._chunked = denial_head(self.status, list(message.get("headers", ())))
+            self._write(head)
+            self.state = DENYING
+        elif state is DENYING and kind == "websocket.http.response.body":
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if self._chunked:
+                self._write((chunk(body) if body else b"") + (b"" if more else LAST_CHUNK))
+            elif body:
+                self._write(body)
+            if not more:
+                self.state = CLOSED
+                self._close_transport()
+            elif self._writing_paused:
+                await self._drained()
+        elif state is CLOSING or state is CLOSED:
+            raise WebSocketClosed(f"{kind!r} sent after the WebSocket closed")
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} on a WebSocket that is {state}")
+
+    # -- inside ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self._app_failed(None)
+        except Exception as exc:
+            self._app_failed(exc)
+        else:
+            if self.state is CONNECTING and self._lost:
+                self.status = CLIENT_GONE
+            elif self.state is CONNECTING:
+                logger.error("the ASGI app returned without accepting or closing the WebSocket "
+                             "%s", self._describe())
+                self._deny(500)
+            elif self.state is DENYING:
+                logger.error("the ASGI app returned before its denial response to %s was "
+                             "complete", self._describe())
+                self._close_transport(abort=True)
+            elif self.state is OPEN:
+                self._close(1000)
+        finally:
+            self._app_done = True
+            self._finish()
+
+    def _app_failed(self, exc: Optional[BaseException]) -> None:
+        if exc is not None:
+            logger.error("error in the ASGI app serving the WebSocket %s", self._describe(),
+                         exc_info=exc)
+        if self.state is CONNECTING:
+            self._deny(500)
+        elif self.state is DENYING:
+            self._close_transport(abort=True)      # a cut response, not a complete one
+        elif self.state is OPEN:
+            self._close(1011, "internal error")
+
+    def _describe(self) -> str:
+        return f"{self.request.method} {self.request.target}"
+
+    def _accept(self, message: Message) -> None:
+        self._write(accept_head(self._key, message.get("subprotocol"),
+                                message.get("headers", ())))
+        self.status = 101
+        self.state = OPEN
+        self.frames = Frames(self.max_size)
+        if self._going_away:
+            self._close(SERVICE_RESTART, "service restart")
+            self._queue(disconnect(SERVICE_RESTART, "service restart"))
+        else:
+            self._schedule_ping()
+        early, self._early = bytes(self._early), bytearray()
+        if early:
+            self._received(early)
+        if self._reading_paused:
+            self._resume_reading()
+
+    def _deny(self, status: int) -> None:
+        self.status = status
+        self._write(error_response(status))
+        self.state = CLOSED
+        self._close_transport()
+
+    def _received(self, data: bytes) -> None:
+        frames = self.frames
+        assert frames is not None
+        messages = frames.receive(data)
+        if self._pong_timer is not None and frames.ping_payload is None:
+            self._pong_timer.cancel()       # our ping was answered
+            self._pong_timer = None
+        self._flush()         # pongs, the echo of a close frame, a failure's close frame
+        for message in messages:
+            # After our close frame, data is dropped (RFC 6455 1.4).
+            if self.state is OPEN or message["type"] != "websocket.receive":
+                self._queue(message)
+        if self.state is OPEN and not frames.open:
+            self.state = CLOSING
+        if not self._reading_paused and (len(self._inbox) >= QUEUE_HIGH
+                                         or self._inbox_bytes >= QUEUE_HIGH_BYTES):
+            self._pause_reading()
+
+    def _queue(self, message: Message) -> None:
+        if self._disconnect is not None:
+            return                         # the end was told already
+        if message["type"] == "websocket.disconnect":
+            self._disconnect = message
+        else:
+            self._inbox_bytes += len(message.get("text") or message.get("bytes") or b"")
+        self._inbox.append(message)
+        receiver = self._receiver
+        if receiver is not None and not receiver.done():
+            receiver.set_result(None)
+
+    def _close(self, code: int, reason: str = "") -> None:
+        """Send a close frame; the transport closes when the client answers, or at a deadline."""
+        assert self.frames is not None
+        self.frames.close(code, reason)
+        self.state = CLOSING
+        self._flush()
+        if not self._lost and self.state is CLOSING:
+            self._cancel_timers()
+            self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._close_transport, True)
+
+    def _flush(self) -> None:
+        assert self.frames is not None
+        data, eof = self.frames.data_to_send()
+        if data:
+            self._write(data)
+        if eof:
+            # The close handshake is over (or failed): nothing more to send.
+            if self.state is OPEN:
+                self.state = CLOSING
+            self._close_transport()
+
+    def _write(self, data: bytes) -> None:
+        if not self._lost and not self.transport.is_closing():
+            self.transport.write(data)
+            self.sent += len(data)
+
+    async def _drained(self) -> None:
+        waiter = self.loop.create_future()
+        self._drain.append(waiter)
+        await waiter
+        if self._lost:
+            raise WebSocketClosed("the client went away during a WebSocket send")
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and not self.transport.is_closing():
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if len(self._inbox) <= QUEUE_LOW and self._inbox_bytes <= QUEUE_LOW_BYTES \
+                and len(self._early) <= EARLY_LIMIT:
+            self._reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def _schedule_ping(self) -> None:
+        if self.ping_interval > 0:
+            self._ping_timer = self.loop.call_later(self.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        """Keepalive: a ping every interval, unless the last one is still unanswered."""
+        self._ping_timer = None
+        frames = self.frames
+        if self.state is not OPEN or frames is None:
+            return
+        if frames.ping_payload is None:
+            frames.ping()
+            self._flush()
+            if self.ping_timeout > 0:
+                self._pong_timer = self.loop.call_later(self.ping_timeout, self._pong_missing)
+        self._schedule_ping()
+
+    def _pong_missing(self) -> None:
+        self._pong_timer = None
+        frames = self.frames
+        if self.state is not OPEN or frames is None or frames.ping_payload is None:
+            return
+        # The client is gone or stuck: a close frame it may never read, then
+        # the connection is dropped (a close handshake needs a peer that answers).
+        logger.info("WebSocket %s: no pong within %.3g s, closing", self._describe(),
+                    self.ping_timeout)
+        frames.fail(1011, "keepalive ping timeout")
+        self._flush()
+        self._close_transport(abort=True)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._ping_timer, self._pong_timer, self._close_timer):
+            if timer is not None:
+                timer.cancel()
+        self._ping_timer = self._pong_timer = self._close_timer = None
+
+    def _close_transport(self, abort: bool = False) -> None:
+        self._cancel_timers()
+        if self._lost:
+            return
+        if abort:
+            self.transport.abort()          # drops what is buffered: the peer is not reading
+        elif not self.transport.is_closing():
+            self.transport.close()          # after what is buffered has been written
+            if self.transport.get_write_buffer_size():
+                # ...unless the client stopped reading: then not forever.
+                self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._close_transport,
+                                                         True)
+
+    def _finish(self) -> None:
+        """Once both the app and the connection have ended: log, count, resolve ``done``."""
+        if not (self._app_done and self._lost) or self.done.done():
+            return
+        self.done.set_result(None)
+        if self.access_log is not None:
+            self.access_log.write(self.scope.get("client"), self.request, self.status or 500,
+                                  self.sent, time.monotonic() - self.started)
+        if self.on_request_done is not None:
+            self.on_request_done()
