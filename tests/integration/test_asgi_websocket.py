@@ -34,7 +34,7 @@ def start(workdir, *args: str) -> PreforkProcess:
 def served(request, tmp_path_factory):
     if request.param == "uvloop":
         pytest.importorskip("uvloop")
-    proc = start(tmp_path_factory.mktemp("asgi_ws"), "--loop", request.param)
+    proc = start(tmp_path_factory.mktemp("asgi_ws"), "--loop", request.param, "--access-log", "-")
     try:
         yield proc
     finally:
@@ -58,6 +58,8 @@ def test_echo_text_binary_and_lifespan_state(served):
         ws.send(["frag", "mented"])
         assert ws.recv(timeout=5) == "fragmented"
     assert served.wait_for(r"raw app saw disconnect 1000")
+    # One access log line per WebSocket, when it ends: its status is the 101.
+    assert served.wait_for(r'"GET /echo HTTP/1.1" 101 \d+')
 
 
 @pytest.mark.timeout(30)
