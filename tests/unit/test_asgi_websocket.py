@@ -303,3 +303,33 @@ def test_app_returning_after_accept_closes_with_1000() -> None:
             assert info.value.rcvd.code == 1000
         await protocol.session.done
     run(main())
+
+
+def test_header_injection_in_the_accept_is_refused_with_500() -> None:
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept", "headers": [(b"x-a", b"1\r\nSet-Cookie: evil")]})
+
+    async def main() -> bytes:
+        _, sock = await serve(app, server())
+        client = await RawClient.connect(sock)
+        client.send(HANDSHAKE)
+        return await client.reader.read()
+    reply = run(main())
+    assert reply.startswith(b"HTTP/1.1 500 ") and b"evil" not in reply
+
+
+def test_a_close_code_no_endpoint_may_send_is_an_app_error_1011() -> None:
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1005})
+
+    async def main() -> None:
+        protocol, sock = await serve(app, server())
+        client = await RawClient.connect(sock)
+        await client.handshake()
+        assert (await client.close_frame())[0] == 1011
+        client.send(client_frame(close_payload(1011), 8))
+        await protocol.session.done
+    run(main())

@@ -180,7 +180,7 @@ class WebSocketSession:
             if self._writing_paused:
                 await self._drained()
         elif state is OPEN and kind == "websocket.close":
-            self._close(message.get("code", 1000), message.get("reason") or "")
+            self._close(message.get("code") or 1000, message.get("reason") or "")
         elif (state is CLOSING or state is CLOSED) and kind == "websocket.close":
             pass           # closing twice, or after the client: nothing left to do
         elif state is CONNECTING and kind == "websocket.accept":

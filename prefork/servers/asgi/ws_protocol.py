@@ -230,13 +230,13 @@ class Frames:
                         "bytes": data if type(data) is bytes else bytes(data)}
             # Text is decoded fragment by fragment, so bad UTF-8 fails at once.
             self._text = codecs.getincrementaldecoder("utf-8")() if opcode is Opcode.TEXT else None
-            self._parts = [self._text.decode(data) if self._text else bytes(data)]
+            self._parts = [bytes(data) if self._text is None else self._text.decode(data)]
         elif opcode is Opcode.CONT:
             text = self._text
-            self._parts.append(text.decode(data, fin) if text else bytes(data))
+            self._parts.append(bytes(data) if text is None else text.decode(data, fin))
             if fin:
                 parts, self._parts, self._text = self._parts, [], None
-                if text:
+                if text is not None:
                     return {"type": "websocket.receive", "text": "".join(parts)}
                 return {"type": "websocket.receive", "bytes": b"".join(parts)}
         elif opcode is Opcode.PONG:
