@@ -3,8 +3,9 @@
 The HTTP adapter hands the upgrade to prefork/servers/asgi/websocket.py;
 here the whole path runs in real processes over loopback: echo (text and
 binary), a denial, a Starlette WebSocket route, on asyncio's loop and on
-uvloop (when installed), and a graceful stop (TERM) that closes an open
-WebSocket with 1012 and a clean close handshake.
+uvloop (when installed); a graceful stop (TERM) closes an open WebSocket
+with 1012 and a clean close handshake, and so does a reload (HUP), after
+which new WebSockets reach the new worker.
 """
 
 from __future__ import annotations
@@ -92,5 +93,24 @@ def test_term_closes_open_websockets_with_1012(tmp_path):
             assert info.value.rcvd.code == 1012 and info.value.sent is not None
         assert proc.wait_exit(20) == 0
         assert "raw app saw disconnect 1012" in proc.log()
+    finally:
+        proc.cleanup()
+
+
+@pytest.mark.timeout(60)
+def test_reload_closes_old_websockets_with_1012_and_new_ones_reach_the_new_worker(tmp_path):
+    proc = start(tmp_path)
+    try:
+        with sync_client.connect(uri(proc, "/echo"), open_timeout=5) as ws:
+            ws.send("pid")
+            old = int(ws.recv(timeout=5))
+            proc.signal(signal.SIGHUP)
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=20)
+            assert info.value.rcvd.code == 1012
+        proc.wait_for(r"reload complete", timeout=30)
+        with sync_client.connect(uri(proc, "/echo"), open_timeout=5) as ws:
+            ws.send("pid")
+            assert int(ws.recv(timeout=5)) != old
     finally:
         proc.cleanup()
