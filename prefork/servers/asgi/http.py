@@ -402,7 +402,3 @@ class AsgiConnection(asyncio.Protocol):
             pass
         self.proto.close()
         self.transport.abort()
-
-    def describe(self) -> str:
-        r = self.proto.request
-        return f'"{r.method} {r.target} {r.version}" from {client(self.address)}'
