@@ -213,39 +213,32 @@ class WebSocketSession:
     # -- inside ------------------------------------------------------------------
 
     async def _run(self) -> None:
+        failed = True
         try:
             await self.app(self.scope, self.receive, self.send)
+            failed = False
         except asyncio.CancelledError:
-            self._app_failed(None)
+            pass
         except Exception as exc:
-            self._app_failed(exc)
-        else:
-            if self.state is CONNECTING and self._lost:
-                self.status = CLIENT_GONE
-            elif self.state is CONNECTING:
-                logger.error("the ASGI app returned without accepting or closing the WebSocket "
-                             "%s", self._describe())
-                self._deny(500)
-            elif self.state is DENYING:
-                logger.error("the ASGI app returned before its denial response to %s was "
-                             "complete", self._describe())
-                self._close_transport(abort=True)
-            elif self.state is OPEN:
-                self._close(1000)
-        finally:
-            self._app_done = True
-            self._finish()
-
-    def _app_failed(self, exc: Optional[BaseException]) -> None:
-        if exc is not None:
             logger.error("error in the ASGI app serving the WebSocket %s", self._describe(),
                          exc_info=exc)
-        if self.state is CONNECTING:
+        self._app_done = True
+        state = self.state
+        if state is CONNECTING and self._lost:
+            self.status = CLIENT_GONE
+        elif state is CONNECTING:
+            if not failed:
+                logger.error("the ASGI app returned without accepting or closing the "
+                             "WebSocket %s", self._describe())
             self._deny(500)
-        elif self.state is DENYING:
-            self._close_transport(abort=True)      # a cut response, not a complete one
-        elif self.state is OPEN:
-            self._close(1011, "internal error")
+        elif state is DENYING:
+            if not failed:
+                logger.error("the ASGI app returned before its denial response to %s was "
+                             "complete", self._describe())
+            self._close_transport(abort=True)     # a cut response, not a complete one
+        elif state is OPEN:
+            self._close(1011 if failed else 1000, "internal error" if failed else "")
+        self._finish()
 
     def _describe(self) -> str:
         return f"{self.request.method} {self.request.target}"
