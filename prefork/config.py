@@ -159,7 +159,9 @@ class Config:
     request_timeout: float = setting(
         0.0, "Seconds a single request may run (0 = no limit). Past it the worker's "
         "Python traceback is logged with the request line and client, and the "
-        "worker is killed and replaced.", minimum=0.0, metavar="S")
+        "worker is killed and replaced. On the asyncio worker the request's task is "
+        "cancelled instead (504 if nothing was sent), its stack logged, and the worker "
+        "goes on.", minimum=0.0, metavar="S")
     max_rss: int = setting(
         0, "Recycle a worker whose resident memory exceeds this many MiB (0 = no "
         "limit): it finishes its requests while its replacement starts. Turned off, "

@@ -211,9 +211,6 @@ def _serve_asgi(ctx: WorkerContext, app: object, slot: object, info: WorkerInfo,
     """The asyncio worker: lifespan startup (a failure is a boot failure), ready, serve,
     then lifespan shutdown once the last request of a graceful stop is done."""
     config = ctx.config
-    if config.request_timeout:
-        logger.warning("request_timeout is not enforced on the asyncio worker yet: a stuck "
-                       "request is found only if it blocks the loop (timeout)")
     signal.signal(signal.SIGQUIT, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
     lifespan = Lifespan(app, config.lifespan, config.timeout)

@@ -191,6 +191,20 @@ def test_a_blocked_loop_stops_the_heartbeat(prefork_server, tmp_path):
     served.proc.wait_for(r"worker ready", count=2)
 
 
+@pytest.mark.timeout(60)
+def test_request_timeout_cancels_the_request_not_the_worker(prefork_server, tmp_path):
+    served = serve(prefork_server, tmp_path, "raw", "-w", "1", "--request-timeout", "1")
+    with Conn(served.address, timeout=15) as conn:
+        pid = int(conn.request("GET", "/pid").body)
+        began = time.monotonic()
+        r = conn.request("GET", "/slow?s=30")
+        assert r.status == 504 and time.monotonic() - began < 5
+    served.proc.wait_for(r'request_timeout \(1 s\) passed: cancelling "GET /slow\?s=30 HTTP/1.1"')
+    served.proc.wait_for(r'File ".*asgiapps\.py", line \d+, in raw')
+    with Conn(served.address) as conn:
+        assert int(conn.request("GET", "/pid").body) == pid     # the same worker serves on
+
+
 # -- what serves what -------------------------------------------------------------------
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-from typing import Any, Dict, Optional
+import traceback
+from typing import Any, Dict, List, Optional
 
 from ..http.parser import Request
 from ..http.response import LAST_CHUNK, chunk
@@ -43,7 +44,7 @@ class Cycle:
 
     __slots__ = ("conn", "request", "scope", "started", "keep_alive", "chunks", "pending",
                  "body_open", "body_returned", "pulled", "disconnected", "peer_closed", "response_done",
-                 "start", "framing", "code", "body_bytes", "body_ended", "file", "_waiter")
+                 "start", "framing", "code", "body_bytes", "body_ended", "file", "task", "_waiter")
 
     def __init__(self, conn: Any, request: Request, scope: Dict[str, Any], body: bool,
                  keep_alive: bool, started: float) -> None:
@@ -66,6 +67,7 @@ class Cycle:
         self.body_bytes = 0
         self.body_ended = False            # the last body message came (trailers may follow)
         self.file: Any = None              # the open file of a pathsend
+        self.task: Optional[asyncio.Task] = None    # the app's, for request_timeout
         self._waiter: Optional[asyncio.Future] = None
 
     # -- what the connection calls -----------------------------------------
@@ -241,6 +243,24 @@ class Cycle:
             await done
         finally:
             self.file.close()
+
+    def stack(self) -> str:
+        """Where the app's task is awaiting, outermost first (request_timeout's log).
+
+        A suspended task's own stack is one frame; the rest of the chain is in
+        each coroutine's ``cr_await`` (``gi_yieldfrom`` for generators).
+        """
+        frames: List[traceback.FrameSummary] = []
+        awaited: Any = self.task.get_coro() if self.task is not None else None
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                break       # a Future, or a C-level awaitable: the end of the chain
+            frames.append(traceback.FrameSummary(frame.f_code.co_filename, frame.f_lineno,
+                                                 frame.f_code.co_name))
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        text = "".join(traceback.format_list(frames)).rstrip()
+        return f"{text}\n  awaiting {awaited!r}" if awaited is not None else text
 
     def describe(self) -> str:
         r = self.request

@@ -19,25 +19,20 @@ three differences that come from asyncio:
   and its client_timeout resets a reader that stalls; the app's ``send()``
   waits meanwhile.
 
-WebSocket hand-over: when the protocol reports a complete request head
-(REQUEST or REQUEST_HEAD) of a GET asking ``Upgrade: websocket`` with
-``Connection: upgrade``, and the module ``prefork.servers.asgi.websocket``
-exists, this adapter calls ``websocket.upgrade(request, scope, app,
-transport, leftover, server)``: ``request`` the parsed
-:class:`~..http.parser.Request`, ``scope`` the ``http`` scope this adapter
-built for it (a starting point for the ``websocket`` one), ``app`` the ASGI
-app, ``transport`` the asyncio transport (reading, not paused), ``leftover``
-the bytes the client sent after the head (its first frames, if any) and
-``server`` the :class:`~.server.ASGIServer` (limits, timeouts, access log,
-lifespan state).  It returns the object that owns the connection from then
-on, or None to decline (the request is then served as plain HTTP).  This
-adapter stays the transport's protocol and forwards ``data_received(data)``,
-``connection_lost(exc)``, ``pause_writing()``, ``resume_writing()``, and on a
-graceful stop (and when the worker is orphaned) ``going_away()``; an EOF
-from the client closes the transport, which ends in ``connection_lost``.
-The connection stays counted (``worker_connections``) and a graceful stop
-waits for it until ``graceful_timeout``.  Without the module, such requests
-are served as plain HTTP: the app sees an ``http`` scope.
+WebSocket hand-over: when the protocol reports a complete head (REQUEST or
+REQUEST_HEAD) of a GET with ``Upgrade: websocket`` and ``Connection:
+upgrade``, and ``prefork.servers.asgi.websocket`` imports, this adapter
+calls ``websocket.upgrade(request, scope, app, transport, leftover,
+server)``: the parsed Request, the ``http`` scope built for it, the ASGI app,
+the (reading) transport, the bytes the client sent after the head, and the
+:class:`~.server.ASGIServer`.  It returns the object that owns the
+connection from then on (None declines: plain HTTP).  This adapter stays
+the transport's protocol and forwards ``data_received``,
+``connection_lost``, ``pause_writing`` and ``resume_writing``, and calls
+``going_away()`` on a graceful stop or when the worker is orphaned; a
+client's EOF closes the transport.  The connection stays counted
+(``worker_connections``) and a graceful stop waits for it until
+``graceful_timeout``.  Without the module, such requests are plain HTTP.
 """
 
 from __future__ import annotations
@@ -138,6 +133,10 @@ class AsgiConnection(asyncio.Protocol):
 
     def tick(self, now: float) -> None:
         if self.handover is not None or self.closed:
+            return
+        cycle, limit = self.cycle, self.server.request_timeout
+        if limit and cycle is not None and not cycle.response_done and now - cycle.started > limit:
+            self._time_out(cycle, limit)
             return
         action = self.proto.tick(now)
         if action == WAIT:
@@ -302,7 +301,7 @@ class AsgiConnection(asyncio.Protocol):
         self.cycle = cycle = Cycle(self, request, scope, body, proto.keep_alive, proto.started)
         cycle.peer_closed = proto.peer_closed     # pipelined before the client's EOF
         self.aloop.request_started()
-        self.loop.create_task(self._run(cycle))
+        cycle.task = self.loop.create_task(self._run(cycle))
 
     async def _run(self, cycle: Cycle) -> None:
         try:
@@ -327,18 +326,32 @@ class AsgiConnection(asyncio.Protocol):
 
     def _failed(self, cycle: Cycle) -> None:
         """A 500 if nothing was sent; a reset if the response had started."""
-        if cycle is not self.cycle or self.closed or cycle.response_done:
-            return
+        if cycle is self.cycle and not self.closed and not cycle.response_done:
+            self._cut(cycle, 500)
+
+    def _cut(self, cycle: Cycle, status: int) -> None:
+        """End ``cycle``'s response for the server: ``status`` if its head is still to
+        be written, else a reset (only that tells the client its response is short)."""
         cycle.response_done = True
         if not cycle.head_sent:
-            cycle.code = 500
-            body = error_response(500)
+            cycle.code = status
+            body = error_response(status)
             cycle.body_bytes = len(body)
             self._drive(self.proto.respond(body, True, False))
         else:
             self.proto.abort()
             self._reset()
             self._finished()
+
+    def _time_out(self, cycle: Cycle, limit: float) -> None:
+        """request_timeout: cancel the app's task; 504 if nothing was sent, else a reset.
+        The worker and its other requests live on."""
+        logger.error("request_timeout (%g s) passed: cancelling %s from %s, which was "
+                     "awaiting:\n%s", limit, cycle.describe(), client(self.address),
+                     cycle.stack())
+        self._cut(cycle, 504)
+        if cycle.task is not None:
+            cycle.task.cancel()
 
     def _finished(self) -> None:
         cycle = self.cycle

@@ -37,6 +37,7 @@ class ASGIServer:
         self.header_timeout = config.header_timeout
         self.client_timeout = config.client_timeout
         self.keepalive = config.keepalive
+        self.request_timeout = config.request_timeout    # enforced here: see AsgiConnection.tick
         self.access_log = access_log
         self.state = state          # the lifespan state; each request gets a copy
         self._base = base_scope(sock.getsockname(), config.root_path)
