@@ -1,5 +1,6 @@
 """The ASGI WebSocket session over time: keepalive pings, a client that vanishes,
-the worker going away (1012), flow control both ways, frames sent before the 101.
+the worker going away (1012) and a client that never answers our close, flow
+control both ways, frames sent before the 101 (held within a bound).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from asgi_websocket_driver import (HANDSHAKE, RawClient, client_frame, close_payload, run, serve,
                                    server)
+from prefork.servers.asgi import websocket
 from prefork.servers.asgi.websocket import QUEUE_HIGH
 from prefork.servers.asgi.ws_protocol import WebSocketClosed
 
@@ -217,3 +219,47 @@ def test_send_waits_while_the_client_does_not_read() -> None:
         await protocol.session.done
     run(main(), timeout=30)
     assert sent == list(range(count))
+
+
+def test_a_client_that_never_answers_our_close_is_dropped_at_the_deadline(monkeypatch) -> None:
+    monkeypatch.setattr(websocket, "CLOSE_TIMEOUT", 0.1)
+    log: List[Any] = []
+
+    async def main() -> None:
+        protocol, sock = await serve(waiting_app(log), server())
+        client = await RawClient.connect(sock)
+        await client.handshake()
+        await protocol.ready
+        protocol.session.going_away()
+        assert await client.close_frame() == (1012, "service restart")
+        await protocol.session.done                      # no answer sent: the deadline ends it
+    run(main(), timeout=5)
+    assert log[0]["code"] == 1012
+
+
+def test_bytes_sent_before_the_accept_are_bounded_then_delivered() -> None:
+    received: List[Any] = []
+    count = 300                                        # 300 KiB: beyond EARLY_LIMIT
+
+    async def app(scope, receive, send):
+        await receive()
+        await asyncio.sleep(0.2)                        # the client keeps sending meanwhile
+        await send({"type": "websocket.accept"})
+        while len(received) < count:
+            received.append((await receive())["bytes"])
+
+    async def main() -> None:
+        protocol, sock = await serve(app, server())
+        client = await RawClient.connect(sock)
+        client.send(HANDSHAKE + b"".join(client_frame(bytes([i % 256]) * 1024, 2)
+                                         for i in range(count)))
+        await asyncio.sleep(0.1)
+        assert not protocol.transport.is_reading()     # paused with the early bytes held
+        assert len(protocol.session._early) <= websocket.EARLY_LIMIT + (256 << 10)   # + one read
+        await client.reader.readuntil(b"\r\n\r\n")
+        while len(received) < count:
+            await asyncio.sleep(0.01)
+        client.send(client_frame(close_payload(1000), 8))
+        await protocol.session.done
+    run(main())
+    assert received == [bytes([i % 256]) * 1024 for i in range(count)]
