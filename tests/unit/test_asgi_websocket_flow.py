@@ -263,3 +263,35 @@ def test_bytes_sent_before_the_accept_are_bounded_then_delivered() -> None:
         await protocol.session.done
     run(main())
     assert received == [bytes([i % 256]) * 1024 for i in range(count)]
+
+
+def test_pongs_unread_while_the_app_is_slow_do_not_drop_the_client() -> None:
+    received: List[Any] = []
+    count = 2000
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.sleep(0.5)              # ten ping timeouts without reading a message
+        while len(received) < count:
+            received.append(await receive())
+
+    async def main() -> None:
+        protocol, sock = await serve(app, server(ws_ping_interval=0.05, ws_ping_timeout=0.05))
+        client = await RawClient.connect(sock)
+        await client.handshake()
+        client.send(b"".join(client_frame(b"." * 1024, 2) for _ in range(count)))
+
+        async def answer_pings() -> None:
+            while True:
+                opcode, payload = await client.frame()
+                if opcode == 9:
+                    client.send(client_frame(payload, 10))
+        answering = asyncio.ensure_future(answer_pings())
+        while len(received) < count:
+            assert not protocol.session.done.done(), received[-1:]
+            await asyncio.sleep(0.01)
+        answering.cancel()
+    run(main())
+    bad = [(i, m) for i, m in enumerate(received) if m["type"] != "websocket.receive"]
+    assert not bad, bad[:1]

@@ -89,6 +89,7 @@ class WebSocketSession:
         self._pong_timer: Timer = None
         self._close_timer: Timer = None
         self._going_away = self._app_done = self._lost = False
+        self._heard = False                # bytes came since our last ping or pong deadline
         self._task: Optional[asyncio.Future] = None
 
     # -- the adapter's calls ---------------------------------------------------
@@ -108,6 +109,7 @@ class WebSocketSession:
         self._task = asyncio.ensure_future(self._run())
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True
         if self.frames is not None:
             if self.state is OPEN or self.state is CLOSING:
                 self._received(data)
@@ -354,6 +356,7 @@ class WebSocketSession:
         if frames.ping_payload is None:
             frames.ping()
             self._flush()
+            self._heard = False
             if self.ping_timeout > 0:
                 self._pong_timer = self.loop.call_later(self.ping_timeout, self._pong_missing)
         self._schedule_ping()
@@ -362,6 +365,13 @@ class WebSocketSession:
         self._pong_timer = None
         frames = self.frames
         if self.state is not OPEN or frames is None or frames.ping_payload is None:
+            return
+        if self._heard or self._reading_paused:
+            # The client is alive (bytes came since the ping), or its pong may
+            # wait behind messages the app has not taken yet: not the client's
+            # fault.  Another ping_timeout, for bytes or the pong.
+            self._heard = False
+            self._pong_timer = self.loop.call_later(self.ping_timeout, self._pong_missing)
             return
         # The client is gone or stuck: a close frame it may never read, then
         # the connection is dropped (a close handshake needs a peer that answers).
