@@ -6,8 +6,11 @@ query_string, http_version, headers as [name, value] strings, body, all
 latin-1) and whether ``http.disconnect`` came before the body's end, as one
 "call" line in $PREFORK_TEST_CALLS keyed by the client's port, and answers
 the same as JSON.  A "start" line, keyed the same, comes first, when the app
-is called: a test waits for the "call" line of every "start".  ``hello`` and ``slow`` (``?s=seconds``)
-serve the load scenarios; ``lifespan`` is accepted and completed.
+is called: a test waits for the "call" line of every "start".
+
+``hello`` serves the load scenarios (tests/reliability/test_asgi_reload_load.py):
+"Hello, world!" for any path but ``/slow?s=seconds`` (1.5 by default: a
+"slow" line when it starts, the answer after).  Both accept the lifespan.
 """
 
 import asyncio
@@ -87,7 +90,8 @@ async def hello(scope, receive, send):
         return
     if scope["path"].startswith("/slow"):
         query = parse_qs(_text(scope["query_string"]))
-        await asyncio.sleep(float(query.get("s", ["1"])[-1]))
+        record("slow", id=query.get("id", [""])[-1])
+        await asyncio.sleep(float(query.get("s", ["1.5"])[-1]))
         await _answer(send, 200, b"slow done\n")
         return
     await _answer(send, 200, b"Hello, world!\n")
