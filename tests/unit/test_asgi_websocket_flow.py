@@ -295,3 +295,25 @@ def test_pongs_unread_while_the_app_is_slow_do_not_drop_the_client() -> None:
     run(main())
     bad = [(i, m) for i, m in enumerate(received) if m["type"] != "websocket.receive"]
     assert not bad, bad[:1]
+
+
+def test_going_away_while_reading_is_paused_still_ends_cleanly() -> None:
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.sleep(30)                         # never takes a message
+
+    async def main() -> None:
+        protocol, sock = await serve(app, server())
+        client = await RawClient.connect(sock)
+        await client.handshake()
+        client.send(b"".join(client_frame(b"." * 1024, 2) for _ in range(1000)))
+        while protocol.transport.is_reading():
+            await asyncio.sleep(0.01)
+        protocol.session.going_away()
+        assert await client.close_frame() == (1012, "service restart")
+        client.send(client_frame(close_payload(1012), 8))   # behind the unread messages
+        assert await client.at_eof()                        # read through them: a FIN
+        protocol.session._task.cancel()                     # the app sleeps on
+        await protocol.session.done
+    run(main())

@@ -282,8 +282,8 @@ class WebSocketSession:
                 self._queue(message)
         if self.state is OPEN and not frames.open:
             self.state = CLOSING
-        if not self._reading_paused and (len(self._inbox) >= QUEUE_HIGH
-                                         or self._inbox_bytes >= QUEUE_HIGH_BYTES):
+        if self.state is OPEN and not self._reading_paused and (
+                len(self._inbox) >= QUEUE_HIGH or self._inbox_bytes >= QUEUE_HIGH_BYTES):
             self._pause_reading()
 
     def _queue(self, message: Message) -> None:
@@ -307,6 +307,10 @@ class WebSocketSession:
         if not self._lost and self.state is CLOSING:
             self._cancel_timers()
             self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self._close_transport, True)
+            if self._reading_paused and not self.transport.is_closing():
+                # Messages are dropped from now on: read on to the client's close frame.
+                self._reading_paused = False
+                self.transport.resume_reading()
 
     def _flush(self) -> None:
         assert self.frames is not None
