@@ -1,22 +1,18 @@
 """ASGI WebSocket sessions on the asyncio worker: what follows an upgrade request.
 
-The HTTP adapter parses a request head; when it is a GET asking for
-``Upgrade: websocket``, it hands the connection over with :func:`upgrade`
-and from then on forwards the transport's events to the returned
-:class:`WebSocketSession` (``data_received``, ``connection_lost``,
-``pause_writing``, ``resume_writing``) and, on a graceful stop of the
-worker, calls ``going_away()`` and awaits ``done``.
+The HTTP adapter hands a GET asking for ``Upgrade: websocket`` over with
+:func:`upgrade`, then forwards the transport's events to the session
+(``data_received``, ``connection_lost``, ``pause_writing``,
+``resume_writing``), calls ``going_away()`` on a graceful stop and awaits ``done``.
 
-The session runs the application with the ASGI ``websocket`` scope.  The
-handshake is answered only when the app decides: ``websocket.accept`` sends
-the 101, ``websocket.close`` before it a 403, ``websocket.http.response.*``
-a response of the app's own.  The frames and the close handshake are
-:class:`.ws_protocol.Frames`' (sans-IO); this module makes the writes, the
-timers (keepalive pings, the close timeout) and the flow control: reading
-pauses while the app has not taken what was received (a bounded queue), and
+The session runs the app with the ``websocket`` scope; the handshake is
+answered when the app decides (``websocket.accept``: 101; ``websocket.close``
+first: 403; ``websocket.http.response.*``: the app's own response).  Frames
+and the close handshake are :class:`.ws_protocol.Frames`' (sans-IO); here
+are the writes, the timers (keepalive, close deadline) and the flow control:
+reading pauses while the app has not taken what came (a bounded queue),
 ``send`` waits while the transport's buffer is full.
 """
-
 from __future__ import annotations
 
 import asyncio
