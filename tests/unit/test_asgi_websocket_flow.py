@@ -317,3 +317,19 @@ def test_going_away_while_reading_is_paused_still_ends_cleanly() -> None:
         protocol.session._task.cancel()                     # the app sleeps on
         await protocol.session.done
     run(main())
+
+
+def test_going_away_after_a_delay_keeps_the_websocket_working_until_then() -> None:
+    async def main() -> None:
+        protocol, sock = await serve(waiting_app([]), server())
+        async with connect("ws://test/", sock=sock) as ws:
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
+            protocol.session.going_away(0.3)
+            protocol.session.going_away(5.0)           # a second call does not move it
+            await ws.send("still here")
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 1012 and 0.25 < loop.time() - asked < 2
+        await protocol.session.done
+    run(main())

@@ -84,6 +84,7 @@ class WebSocketSession:
         self._ping_timer: Timer = None
         self._pong_timer: Timer = None
         self._close_timer: Timer = None
+        self._away_timer: Timer = None     # a going_away(delay) to come
         self._going_away = self._app_done = self._lost = False
         self._heard = False                # bytes came since our last ping or pong deadline
         self._task: Optional[asyncio.Future] = None
@@ -120,6 +121,8 @@ class WebSocketSession:
         self._lost = True
         self.state = CLOSED
         self._cancel_timers()
+        if self._away_timer is not None:
+            self._away_timer.cancel()
         self._queue(disconnect(ABNORMAL))      # unless a disconnect is already queued
         self._wake_senders()
         self._finish()
@@ -137,8 +140,13 @@ class WebSocketSession:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def going_away(self) -> None:
-        """Graceful stop: close with 1012 (service restart), with a proper close handshake."""
+    def going_away(self, delay: float = 0.0) -> None:
+        """Graceful stop: close with 1012 (service restart) and a close handshake, now
+        or ``delay`` seconds from now (the WebSocket keeps working until then)."""
+        if delay > 0:
+            if self._away_timer is None and not self._lost:
+                self._away_timer = self.loop.call_later(delay, self.going_away)
+            return
         self._going_away = True
         if self.state is OPEN:
             self._close(SERVICE_RESTART, "service restart")
