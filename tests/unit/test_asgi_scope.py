@@ -135,6 +135,15 @@ def test_scope_of_a_request():
     assert "http.response.pathsend" in scope["extensions"]
 
 
+def test_underscored_names_are_dropped_and_absolute_form_sets_host():
+    r = request("http://real.example:8080/p?q", headers=[("Host", "other"), ("X_Forwarded_For",
+                                                                              "1.2.3.4"),
+                                                         ("Accept", "*/*")])
+    scope = http_scope(base_scope(("127.0.0.1", 80), ""), r, None)
+    assert scope["headers"] == [(b"host", b"real.example:8080"), (b"accept", b"*/*")]
+    assert (scope["path"], scope["query_string"]) == ("/p", b"q")
+
+
 def test_state_is_a_copy_per_request():
     state = {"db": 1}
     scope = http_scope(base_scope(("127.0.0.1", 80), ""), request(), None, state)

@@ -47,7 +47,7 @@ from typing import Any, List, Optional
 from ...addresses import client
 from ..http.protocol import (BODY_DATA, CLOSE, CLOSED, FINISHED, LATE_READ, LINGER, PRODUCE,
                              REJECT, REQUEST, REQUEST_HEAD, RESET, SEND, SEND_CONTINUE,
-                             SENDFILE, WAIT, WRITE, HttpProtocol)
+                             SENDFILE, WAIT, WANT_READ, WRITE, HttpProtocol)
 from ..http.response import CONTINUE, error_response
 from .cycle import BODY_HIGH, ClientDisconnected, Cycle
 from .scope import wants_websocket
@@ -64,7 +64,7 @@ class AsgiConnection(asyncio.Protocol):
 
     __slots__ = ("server", "aloop", "loop", "address", "transport", "proto", "cycle",
                  "reading", "write_paused", "closed", "unsent", "sending_file", "handover",
-                 "_drains")
+                 "eof_seen", "_drains")
 
     def __init__(self, server: Any, aloop: Any, address: Any) -> None:
         self.server = server
@@ -81,6 +81,7 @@ class AsgiConnection(asyncio.Protocol):
         self.unsent = 0            # bytes in the transport's buffer the protocol counts unsent
         self.sending_file = False
         self.handover: Any = None
+        self.eof_seen = False
         self._drains: List[asyncio.Future] = []
         aloop.park(self)           # counted from now, for worker_connections
 
@@ -98,9 +99,15 @@ class AsgiConnection(asyncio.Protocol):
     def eof_received(self) -> Optional[bool]:
         if self.handover is not None:
             return False           # the transport closes; the handler hears connection_lost
-        self._drive(self.proto.eof())
+        self.eof_seen = True
+        cycle, proto = self.cycle, self.proto
+        if cycle is not None and proto.in_body and not cycle.pulled and proto.parser.buffered:
+            cycle.pulled = True    # a body complete before the EOF is still the app's
+            self._drive(proto.next())     # its WAIT hears the EOF (see _drive)
+        else:
+            self._drive(proto.eof())
         cycle = self.cycle
-        if cycle is not None and self.proto.peer_closed:
+        if cycle is not None and not proto.in_body:
             cycle.peer_gone()
         return True                # half-closed: our side stays open for the response
 
@@ -225,6 +232,11 @@ class AsgiConnection(asyncio.Protocol):
                         count -= left
                 action = proto.sent(count, monotonic())
             elif action == WAIT:
+                if self.eof_seen and proto.wants & WANT_READ:
+                    # The EOF came once, before this state wanted to read: the
+                    # protocol hears it again now (a pipelined head or body cut short).
+                    action = proto.eof()
+                    continue
                 self._set_reading()
                 return
             elif action == REQUEST:
@@ -241,8 +253,13 @@ class AsgiConnection(asyncio.Protocol):
                 self._set_reading()
                 return                        # the app's send() returns; it sends more
             elif action == REQUEST_HEAD:
-                self._start(True)             # next() waits for the app's first receive()
-                action = WAIT
+                self._start(True)
+                cycle = self.cycle
+                if cycle is not None and not proto.request.expect_continue:
+                    cycle.pulled = True       # no 100 Continue to hold back: read on
+                    action = proto.next()
+                else:
+                    action = WAIT             # next() waits for the app's first receive()
             elif action == BODY_DATA:
                 if self.cycle is not None:
                     self.cycle.body_chunk(proto.data)
@@ -299,7 +316,7 @@ class AsgiConnection(asyncio.Protocol):
         if request.upgrade and wants_websocket(request) and self._hand_over(request, scope):
             return
         self.cycle = cycle = Cycle(self, request, scope, body, proto.keep_alive, proto.started)
-        cycle.peer_closed = proto.peer_closed     # pipelined before the client's EOF
+        cycle.peer_closed = self.eof_seen     # pipelined before the client's EOF
         self.aloop.request_started()
         cycle.task = self.loop.create_task(self._run(cycle))
 

@@ -23,8 +23,9 @@ ASGI = {"version": "3.0", "spec_version": "2.4"}
 HTTP_VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 Headers = List[Tuple[bytes, bytes]]
 
-# Header names repeat endlessly: their lowercase bytes are memoized (bounded).
-_NAMES: Dict[str, bytes] = {}
+# Header names repeat endlessly: their lowercase bytes are memoized (bounded);
+# None marks a name that is dropped.
+_NAMES: Dict[str, Optional[bytes]] = {}
 _MAX_NAMES = 4096
 
 
@@ -50,17 +51,27 @@ def base_scope(server_address: Any, root_path: str) -> Dict[str, Any]:
     }
 
 
-def header_list(request: Request) -> Headers:
-    """The request's fields as ASGI wants them: lowercase names, bytes, in order."""
+def header_list(request: Request, authority: Optional[str] = None) -> Headers:
+    """The request's fields as ASGI wants them: lowercase names, bytes, in order.
+
+    A name with an underscore is dropped, as on the WSGI side: frameworks that
+    map names to WSGI-style keys (Django's ASGI handler) would take
+    X_Forwarded_For for the X-Forwarded-For a proxy vouches for.  An
+    absolute-form target's ``authority`` replaces Host (RFC 9112 3.2.2).
+    """
     names = _NAMES
     out = []
     for name, value in request.headers:
-        lower = names.get(name)
-        if lower is None:
-            lower = name.lower().encode("latin-1")
+        lower = names.get(name, b"")
+        if lower == b"":
+            lower = None if "_" in name else name.lower().encode("latin-1")
             if len(names) < _MAX_NAMES:
                 names[name] = lower
+        if lower is None or (authority is not None and lower == b"host"):
+            continue
         out.append((lower, value.encode("latin-1")))
+    if authority is not None:
+        out.insert(0, (b"host", authority.encode("latin-1")))
     return out
 
 
@@ -68,7 +79,7 @@ def http_scope(base: Dict[str, Any], request: Request, client: Any,
                state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The ``http`` scope of one request; ``state``: the lifespan state, copied."""
     scope = base.copy()
-    path, query, _authority = split_target(request.target)
+    path, query, authority = split_target(request.target)
     raw = path.encode("latin-1")
     root = scope["root_path"]
     if root and not (path == root or path.startswith(root + "/")):
@@ -82,7 +93,7 @@ def http_scope(base: Dict[str, Any], request: Request, client: Any,
     scope["path"] = decoded
     scope["raw_path"] = raw
     scope["query_string"] = query.encode("latin-1")
-    scope["headers"] = header_list(request)
+    scope["headers"] = header_list(request, authority)
     scope["client"] = address_pair(client)
     if state is not None:
         scope["state"] = state.copy()
