@@ -38,39 +38,12 @@ ASGI_DELIBERATE = {
     for name in ("connection.md/Parsing multiple tokens/Multiple tokens with folding and LWS",
                  "connection.md/`upgrade`/Upgrade GET request")}
 
-ABSOLUTE_FORM_HOST = (
-    "absolute-form target: its authority is dropped from the ASGI scope, and Host is not "
-    "replaced by it (RFC 9112 3.2.2 MUST; the WSGI side sets HTTP_HOST to it), so the app "
-    "sees no host at all (scope.http_scope ignores split_target's authority)")
-
 # Real bugs (the corpus is right) go here, with a reason; they xfail strictly.
-BUGS = {
-    "valid/040": "a field name with an underscore (Transfer_Encoding) reaches the ASGI app; "
-                 "gunicorn and prefork's WSGI side drop it, since Django's ASGI handler, "
-                 "like WSGI, maps X_Forwarded_For and X-Forwarded-For to the same "
-                 "HTTP_X_FORWARDED_FOR key (a proxy's header can be spoofed)",
-    **{name: ABSOLUTE_FORM_HOST
-       for name in ("uri.md/Host terminated by a query string",
-                    "uri.md/`host:port` terminated by a query string",
-                    "uri.md/`host:port` terminated by a space",
-                    "uri.md/`host:port` and basic auth")},
-}
+# (Underscore field names, an absolute-form authority lost from the scope and
+# pipelined requests before a half-close were, and are fixed: 9340002.)
+BUGS: dict = {}
 
-HALF_CLOSE = (
-    "pipelined requests followed by the client's half-close (SHUT_WR): the ASGI worker "
-    "answers the first and drops the rest (calls file: the second app call is made or not, "
-    "its response never sent), where the WSGI side answers them all; RFC 9112 9.6 lets a "
-    "client half-close and still read")
-
-# Fails about one run in three (the EOF races the second request's start), so
-# not strict here: test_pipelined_requests_then_half_close_all_answered is
-# deterministic, and strict.
-FLAKY_BUGS = {"pipelining.md/Should parse multiple events": HALF_CLOSE}
-
-CASES = [pytest.param(*p.values, id=p.id,
-                      marks=[*p.marks, pytest.mark.xfail(strict=False, reason=FLAKY_BUGS[p.id])])
-         if p.id in FLAKY_BUGS else p
-         for p in load_cases(BUGS)]
+CASES = load_cases(BUGS)
 if not CASES:
     pytest.skip(f"no conformance corpora at {CONFORMANCE}", allow_module_level=True)
 
@@ -167,7 +140,6 @@ def test_case(server, case):
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, reason=HALF_CLOSE)
 def test_pipelined_requests_then_half_close_all_answered(server):
     """Two pipelined POSTs and a half-close, 20 times: two 200s each time (the WSGI
     replay's pipelining cases pass the same way)."""
