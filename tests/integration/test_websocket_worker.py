@@ -4,8 +4,9 @@ The HTTP adapter hands the upgrade to prefork/servers/asgi/websocket.py;
 here the whole path runs in real processes over loopback: echo (text and
 binary), a denial, a Starlette WebSocket route, on asyncio's loop and on
 uvloop (when installed); a graceful stop (TERM) closes an open WebSocket
-with 1012 and a clean close handshake, and so does a reload (HUP), after
-which new WebSockets reach the new worker.
+with 1012 (a second before graceful_timeout ends) and a clean close
+handshake, and so does a reload (HUP), after which new WebSockets reach the
+new worker.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def test_starlette_websocket_route(served):
 
 @pytest.mark.timeout(60)
 def test_term_closes_open_websockets_with_1012(tmp_path):
-    proc = start(tmp_path)
+    proc = start(tmp_path, "--graceful-timeout", "3")   # closed 1 s before its end
     try:
         with sync_client.connect(uri(proc, "/echo"), open_timeout=5) as ws:
             ws.send("pid")
@@ -99,7 +100,7 @@ def test_term_closes_open_websockets_with_1012(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_reload_closes_old_websockets_with_1012_and_new_ones_reach_the_new_worker(tmp_path):
-    proc = start(tmp_path)
+    proc = start(tmp_path, "--graceful-timeout", "3")   # closed 1 s before its end
     try:
         with sync_client.connect(uri(proc, "/echo"), open_timeout=5) as ws:
             ws.send("pid")

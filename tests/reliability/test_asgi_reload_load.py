@@ -198,10 +198,6 @@ def close_codes_after_hup(server, sockets):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "a HUP closes the retiring worker's open WebSockets at once (AsgiConnection.stop -> "
-    "WebSocketSession.going_away sends 1012 as the graceful stop begins), where issue 13 "
-    "says they keep working during graceful_timeout and are closed then"))
 def test_asgi_websockets_of_retired_workers_keep_working_until_graceful_timeout(
         prefork_server, tmp_path):
     from websockets.exceptions import ConnectionClosed

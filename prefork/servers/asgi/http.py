@@ -55,6 +55,7 @@ from .scope import wants_websocket
 logger = logging.getLogger("prefork")
 
 PIPELINE_HIGH = 64 * 1024     # pipelined request bytes held while a response is under way
+WEBSOCKET_MARGIN = 1.0        # seconds before graceful_timeout's end a WebSocket is closed
 FILE_BLOCK = 256 * 1024       # read-and-write blocks of a pathsend where sendfile is not had
 _RESET = struct.pack("ii", 1, 0)   # struct linger {l_onoff 1, l_linger 0}: close sends RST
 
@@ -161,7 +162,10 @@ class AsgiConnection(asyncio.Protocol):
 
     def stop(self) -> None:
         if self.handover is not None:
-            self.handover.going_away()
+            # A WebSocket keeps working through graceful_timeout, and is closed
+            # (1012) a moment before it ends, so its close handshake completes.
+            left = self.aloop.deadline - monotonic() - WEBSOCKET_MARGIN
+            self.handover.going_away(max(left, 0.0))
             return
         if self.proto.stop():
             cycle = self.cycle
