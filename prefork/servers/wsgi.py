@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, IO, Optional
 from .http.connection import HttpConnection
 from .http.environ import base_environ, build_environ
 from .http.exchange import Exchange, FileWrapper
-from .http.parser import Limits, Request
+from .http.listener import HttpListener
+from .http.parser import Request
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -79,35 +80,15 @@ def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-class WSGIServer:
+class WSGIServer(HttpListener):
     """What connections on one listener share; ``accepted`` makes a connection."""
-
-    # Accepting a connection never blocks on the app (requests run from the
-    # selector), so a sync worker may take several per wakeup; only a few,
-    # though: with 16 in a row one of 2 workers got up to 47 of a burst of 64
-    # new keep-alive clients (and kept them), with 4 at most 44 and mostly 36,
-    # at no measurable cost in accepts per second (benchmarks/README.md).
-    accept_batch = 4
 
     def __init__(self, sock: socket.socket, app: Callable, config: Any, multithread: bool,
                  access_log: Optional[AccessLog]) -> None:
-        self.socket = sock
-        self.app = app
-        self.limits = Limits(request_line=config.limit_request_line,
-                             header_count=config.limit_request_fields,
-                             header_size=config.limit_request_field_size,
-                             body_size=config.max_body_size)
-        self.header_timeout = config.header_timeout
-        self.client_timeout = config.client_timeout
-        self.keepalive = config.keepalive
+        super().__init__(sock, app, config, access_log)
         self.body_buffer_size = config.body_buffer_size
         self.high_water = 256 * 1024
-        self.access_log = access_log
         self._base = base_environ(sock.getsockname(), multithread, config.root_path, FileWrapper)
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and hasattr(socket, "TCP_DEFER_ACCEPT"):
-            # Accept a connection once its request has arrived: one wakeup
-            # fewer per connection, and idle connects never reach a worker.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
 
     def accepted(self, conn: socket.socket, address: Any, loop: Any) -> None:
         conn.setblocking(False)      # TCP_NODELAY comes from the listener
@@ -119,16 +100,5 @@ class WSGIServer:
 
     def log_access(self, connection: HttpConnection, request: Request,
                    exchange: Exchange) -> None:
-        if self.access_log is not None:
-            self.access_log.write(connection.address, request, exchange.code,
-                                  exchange.body_bytes, time.monotonic() - connection.started)
-
-    def log_rejection(self, connection: HttpConnection, status: int) -> None:
-        if self.access_log is not None:
-            self.access_log.write(connection.address, None, status, 0, 0.0)
-
-    def close_idle(self, min_wait: float) -> None:
-        """Idle HTTP connections are parked in the loop, which stops them itself."""
-
-    def server_close(self) -> None:
-        self.socket.close()
+        self._write_access(connection.address, request, exchange.code,
+                           exchange.body_bytes, connection.started)

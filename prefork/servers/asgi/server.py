@@ -10,40 +10,24 @@ how an accepted socket becomes a connection: an asyncio transport with an
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any, Callable, Dict, Optional
 
-from ..http.parser import Limits, Request
+from ..http.listener import HttpListener
+from ..http.parser import Request
 from ..wsgi import AccessLog
 from .http import AsgiConnection
 from .scope import base_scope, http_scope
 
 
-class ASGIServer:
+class ASGIServer(HttpListener):
     """One listener's share of every connection; see the module docstring."""
-
-    # As WSGIServer's: a few connections per wake-up, so that one worker does
-    # not take most of a burst of new keep-alive clients.
-    accept_batch = 4
 
     def __init__(self, sock: socket.socket, app: Callable, config: Any,
                  access_log: Optional[AccessLog], state: Optional[Dict[str, Any]]) -> None:
-        self.socket = sock
-        self.app = app
-        self.limits = Limits(request_line=config.limit_request_line,
-                             header_count=config.limit_request_fields,
-                             header_size=config.limit_request_field_size,
-                             body_size=config.max_body_size)
-        self.header_timeout = config.header_timeout
-        self.client_timeout = config.client_timeout
-        self.keepalive = config.keepalive
+        super().__init__(sock, app, config, access_log)
         self.request_timeout = config.request_timeout    # enforced here: see AsgiConnection.tick
-        self.access_log = access_log
         self.state = state          # the lifespan state; each request gets a copy
         self._base = base_scope(sock.getsockname(), config.root_path)
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and hasattr(socket, "TCP_DEFER_ACCEPT"):
-            # As for WSGI: accept a connection once its request has arrived.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
 
     def accepted(self, conn: socket.socket, address: Any, loop: Any) -> None:
         conn.setblocking(False)
@@ -62,19 +46,8 @@ class ASGIServer:
         return http_scope(self._base, request, address, self.state)
 
     def log_access(self, connection: AsgiConnection, cycle: Any) -> None:
-        if self.access_log is not None:
-            self.access_log.write(connection.address, cycle.request, cycle.code,
-                                  cycle.body_bytes, time.monotonic() - cycle.started)
-
-    def log_rejection(self, connection: AsgiConnection, status: int) -> None:
-        if self.access_log is not None:
-            self.access_log.write(connection.address, None, status, 0, 0.0)
-
-    def close_idle(self, min_wait: float) -> None:
-        """Idle connections are parked in the loop, which stops them itself."""
-
-    def server_close(self) -> None:
-        self.socket.close()
+        self._write_access(connection.address, cycle.request, cycle.code,
+                           cycle.body_bytes, cycle.started)
 
 
 def _failed_transport(task: Any, protocol: AsgiConnection, conn: socket.socket) -> None:
