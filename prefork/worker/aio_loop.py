@@ -31,20 +31,19 @@ import asyncio
 import importlib
 import logging
 import os
-import signal
 import time
-from typing import Any, Awaitable, Callable, List, Optional, Sequence, Set
+from typing import Any, Awaitable, Callable, List, Optional, Sequence
 
-from ..scoreboard import DRAINING, READY, WorkerSlot
+from ..scoreboard import READY, WorkerSlot
 from ..servers.contracts import Parked, StreamServer
 from ..sockets import accepter
-from .accepting import FD_PAUSE, accept_batch, drain_size, wake_one
+from .accepting import wake_one
+from .duties import LoopDuties
 
 logger = logging.getLogger("prefork")
 
 SWEEP = 0.5        # seconds between heartbeats and deadline sweeps (the master wants 1 s at most)
 ACCEPT_BATCH = 4   # connections per wake-up, unless the server says (see WSGIServer's)
-IDLE_WAIT = 0.5    # an orphan's idle keep-alive clients get this long for one more request
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -64,31 +63,21 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
-class AsyncioLoop:
+class AsyncioLoop(LoopDuties):
     """One event loop serving ``servers``; see the module docstring."""
 
     def __init__(self, servers: Sequence[StreamServer], slot: WorkerSlot, signals: Any,
                  alive_fd: int, graceful_timeout: float, on_signal: Callable[[int], None],
                  on_request_done: Callable[[], None], max_connections: int,
                  loop_kind: str = "auto") -> None:
+        self._init_duties(slot, signals, alive_fd, graceful_timeout, on_signal,
+                          on_request_done, max_connections)
         self.servers = servers
-        self.slot = slot
-        self.signals = signals
-        self.alive_fd = alive_fd
-        self.graceful_timeout = graceful_timeout
-        self.on_signal = on_signal
-        self.on_request_done = on_request_done
-        self.max_connections = max_connections
-        self.master_pid = os.getppid()
         self.loop = new_event_loop(loop_kind)
         asyncio.set_event_loop(self.loop)   # for apps that ask asyncio.get_event_loop()
-        self.connections: Set[Parked] = set()
         self.running = 0                    # requests whose app has not returned yet
-        self.stopping = False
         self.deadline = 0.0
         self._opened = False                # ready: listening is allowed
-        self._listening = False
-        self._resume_at = 0.0
         self._finished: Optional[asyncio.Future] = None
         self._beat: Optional[asyncio.TimerHandle] = None
         self._accepters = {id(s): accepter(s.socket) for s in servers}
@@ -98,9 +87,6 @@ class AsyncioLoop:
         return loop_name(self.loop)
 
     # -- what servers and connections call (contracts.AsyncLoop) --------------
-
-    def park(self, connection: Parked) -> None:
-        self.connections.add(connection)
 
     def forget(self, connection: Parked) -> None:
         self.connections.discard(connection)
@@ -220,54 +206,16 @@ class AsyncioLoop:
         """Accept a batch while there is room; with ``limit``, up to that many regardless."""
         if limit is None and not self._listening:
             return
-        room = self._has_room if limit is None else _always
         batch = (getattr(server, "accept_batch", 0) or ACCEPT_BATCH) if limit is None else limit
-        if not accept_batch(self._accepters[id(server)], batch, room,
-                            lambda conn, address: server.accepted(conn, address, self)):
-            self._listen(False)
-            self._resume_at = time.monotonic() + FD_PAUSE
-        if not self._has_room():
-            self._listen(False)
+        self._accept_batch(server, batch, limit)
 
     # -- stopping ------------------------------------------------------------------
 
-    def stop(self, reason: str) -> None:
-        """Begin a graceful stop: drain the accept queue, drop the listeners."""
-        if self.stopping:
-            return
-        logger.info("stopping gracefully (%s)", reason)
-        self.slot.set_state(DRAINING)
-        self.deadline = time.monotonic() + self.graceful_timeout
-        # What was queued when the stop began, not what keeps arriving.
-        for server in self.servers:
-            self._accept(server, limit=drain_size(server.socket))
-        self._listen(False)
-        self.stopping = True
-        for server in self.servers:
-            server.server_close()
-        for connection in list(self.connections):
-            connection.stop()
+    def _stopping_begun(self) -> None:
         self._maybe_done()
 
-    def _on_signals(self) -> None:
-        for sig in self.signals.read():
-            if sig == signal.SIGTERM:
-                self.stop("TERM")
-            else:
-                self.on_signal(sig)
-
-    def _on_master_gone(self) -> None:
+    def _unwatch_alive(self) -> None:
         self.loop.remove_reader(self.alive_fd)
-        self.stop("the master is gone")
-        # As in the selector loop: idle keep-alive clients get IDLE_WAIT for one
-        # more request, not their whole keep-alive deadline.
-        soon = time.monotonic() + IDLE_WAIT
-        for connection in list(self.connections):
-            connection.hurry(soon)
-
-
-def _always() -> bool:
-    return True
 
 
 __all__: List[str] = ["AsyncioLoop", "new_event_loop", "loop_name"]

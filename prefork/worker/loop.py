@@ -28,49 +28,38 @@ from __future__ import annotations
 import logging
 import os
 import selectors
-import signal
 import time
-from typing import Any, Callable, List, Optional, Sequence, Set, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
-from ..scoreboard import DRAINING, READY, WorkerSlot
+from ..scoreboard import READY, WorkerSlot
 from ..servers.contracts import PacketServer, Parked, StreamServer
 from ..sockets import accepter
 from .accepting import (DRAIN_UNKNOWN, EPOLLEXCLUSIVE, FD_PAUSE, accept_batch,  # noqa: F401
                         drain_size, wake_one)
+from .duties import IDLE_WAIT, LoopDuties
 from .inflight import Describe, Tracker
 
 logger = logging.getLogger("prefork")
 
 TICK = 1.0
 SWEEP = 0.5          # seconds between two deadline sweeps over parked connections
-IDLE_WAIT = 0.5      # a handler waiting this long for input is idle (graceful stop)
 
 
-class ServeLoop:
+class ServeLoop(LoopDuties):
     """Run until stopped; see the module docstring for what it drives."""
 
     def __init__(self, servers: Sequence[Union[StreamServer, PacketServer]], dispatcher: Any,
                  slot: WorkerSlot, signals: Any, alive_fd: int, graceful_timeout: float,
                  on_signal: Callable[[int], None], on_request_done: Callable[[], None],
                  max_connections: int = 0, inflight: Optional[Tracker] = None) -> None:
+        self._init_duties(slot, signals, alive_fd, graceful_timeout, on_signal,
+                          on_request_done, max_connections)
         self.servers = servers
         self.dispatcher = dispatcher
         self.multithread = dispatcher.multithread
-        self.slot = slot
-        self.signals = signals
-        self.alive_fd = alive_fd
-        self.graceful_timeout = graceful_timeout
-        self.on_signal = on_signal
-        self.on_request_done = on_request_done
-        self.max_connections = max_connections
         self.inflight = inflight    # only with request_timeout: timing costs on every request
-        self.master_pid = os.getppid()
         self.selector = selectors.DefaultSelector()
-        self.connections: Set[Parked] = set()
-        self.stopping = False
         self.deadline: Optional[float] = None
-        self._listening = False
-        self._resume_at = 0.0
         self._next_sweep = 0.0
         self._accepters = {id(s): accepter(s.socket) for s in servers
                            if not getattr(s, "datagram", False)}
@@ -148,9 +137,6 @@ class ServeLoop:
         if not self._listening and self._has_room():
             self._listen(True)
 
-    def park(self, connection: Parked) -> None:
-        self.connections.add(connection)
-
     def forget(self, connection: Parked) -> None:
         self.connections.discard(connection)
 
@@ -186,24 +172,9 @@ class ServeLoop:
             if os.getppid() != self.master_pid and not self.stopping:
                 self._on_master_gone()
 
-    def stop(self, reason: str) -> None:
-        """Begin a graceful stop: drain the accept queue, drop the listeners."""
-        if self.stopping:
-            return
-        logger.info("stopping gracefully (%s)", reason)
-        self.slot.set_state(DRAINING)
-        self.deadline = time.monotonic() + self.graceful_timeout
-        # Serve what was queued when the stop began, not what keeps arriving:
-        # under steady load an open-ended drain would never end.
-        for server in self.servers:
-            self._accept(server, limit=drain_size(server.socket))
-        self._listen(False)
-        self.stopping = True
-        for server in self.servers:
-            server.server_close()
-            server.close_idle(IDLE_WAIT)
-        for connection in list(self.connections):
-            connection.stop()
+    def _close_server(self, server: Any) -> None:
+        server.server_close()
+        server.close_idle(IDLE_WAIT)
 
     # -- callbacks -------------------------------------------------------
 
@@ -220,13 +191,7 @@ class ServeLoop:
         if getattr(server, "datagram", False):
             self._receive(server, batch, drain=limit is not None)
             return
-        room = self._has_room if limit is None else _always
-        if not accept_batch(self._accepters[id(server)], batch, room,
-                            lambda conn, address: server.accepted(conn, address, self)):
-            self._listen(False)
-            self._resume_at = time.monotonic() + FD_PAUSE
-        if not self._has_room():
-            self._listen(False)
+        self._accept_batch(server, batch, limit)
 
     def _receive(self, server: Any, batch: int, drain: bool) -> None:
         """Read up to ``batch`` datagrams, each run as one job; ``drain``: regardless of room.
@@ -252,25 +217,9 @@ class ServeLoop:
         if not self._has_room():
             self._listen(False)
 
-    def _on_signals(self) -> None:
-        for sig in self.signals.read():
-            if sig == signal.SIGTERM:
-                self.stop("TERM")
-            else:
-                self.on_signal(sig)
-
-    def _on_master_gone(self) -> None:
+    def _unwatch_alive(self) -> None:
         self.selector.unregister(self.alive_fd)
-        self.stop("the master is gone")
-        # An orphan leaves once its in-flight requests are done: an idle
-        # keep-alive client gets IDLE_WAIT to send one more request (answered
-        # with Connection: close), not its whole keep-alive deadline as on a
-        # TERM, and the sweep that closes idle connections runs just then.
-        soon = time.monotonic() + IDLE_WAIT
-        for connection in list(self.connections):
-            connection.hurry(soon)
+
+    def _hurried(self, soon: float) -> None:
+        # The sweep that closes idle connections runs just then.
         self._next_sweep = soon
-
-
-def _always() -> bool:
-    return True
