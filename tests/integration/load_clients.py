@@ -69,3 +69,29 @@ class Load:
                 else:
                     self.failed.append(outcome)
         conn.close()
+
+
+def keepalive_loop(address: tuple, stop: threading.Event, stats: dict, lock: threading.Lock,
+                   path: str = "/hello/") -> None:
+    """Requests on one persistent connection until ``stop``, reconnecting only when
+    told to close; ``stats["ok"]`` counts successes, ``stats["failed"]`` lists the rest."""
+    conn = http.client.HTTPConnection(*address, timeout=10)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            conn.request("GET", f"{path}?n={n}")
+            response = conn.getresponse()
+            body = response.read()
+            outcome = None if response.status == 200 and body else f"status {response.status}"
+            if response.getheader("Connection", "").lower() == "close":
+                conn.close()    # http.client reconnects on the next request
+        except (OSError, http.client.HTTPException) as exc:
+            outcome = repr(exc)
+            conn.close()
+        with lock:
+            if outcome is None:
+                stats["ok"] += 1
+            else:
+                stats["failed"].append(outcome)
+    conn.close()

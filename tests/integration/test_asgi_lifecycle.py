@@ -6,7 +6,6 @@ a response, with a deadline.
 
 from __future__ import annotations
 
-import http.client
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 
 from harness import child_env, run_prefork
 from http_helpers import CALLS_ENV, Conn, Served
+from load_clients import keepalive_loop
 
 pytestmark = pytest.mark.integration
 
@@ -115,29 +115,6 @@ def test_a_reload_whose_lifespan_fails_keeps_the_old_generation(prefork_server, 
 # -- load and supervision --------------------------------------------------------------
 
 
-def keepalive_loop(address, stop: threading.Event, stats: dict, lock: threading.Lock) -> None:
-    conn = http.client.HTTPConnection(*address, timeout=10)
-    n = 0
-    while not stop.is_set():
-        n += 1
-        try:
-            conn.request("GET", f"/hello?n={n}")
-            response = conn.getresponse()
-            body = response.read()
-            outcome = None if response.status == 200 and body else f"status {response.status}"
-            if response.getheader("Connection", "").lower() == "close":
-                conn.close()
-        except (OSError, http.client.HTTPException) as exc:
-            outcome = repr(exc)
-            conn.close()
-        with lock:
-            if outcome is None:
-                stats["ok"] += 1
-            else:
-                stats["failed"].append(outcome)
-    conn.close()
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("loop", loops())
 def test_hups_under_keepalive_load_lose_nothing(prefork_server, tmp_path, loop):
@@ -145,7 +122,8 @@ def test_hups_under_keepalive_load_lose_nothing(prefork_server, tmp_path, loop):
     first = served.proc.wait_workers(lambda pids: len(pids) == 2)
     stop, lock = threading.Event(), threading.Lock()
     stats = {"ok": 0, "failed": []}
-    clients = [threading.Thread(target=keepalive_loop, args=(served.address, stop, stats, lock))
+    clients = [threading.Thread(target=keepalive_loop,
+                                args=(served.address, stop, stats, lock, "/hello"))
                for _ in range(8)]
     for client in clients:
         client.start()

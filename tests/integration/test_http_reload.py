@@ -5,7 +5,6 @@ already on its way: it answers it with Connection: close, and the client's
 next request goes to a new worker on a new connection.
 """
 
-import http.client
 import signal
 import threading
 import time
@@ -13,35 +12,12 @@ import time
 import pytest
 
 from http_helpers import start
+from load_clients import keepalive_loop
 
 pytestmark = pytest.mark.integration
 
 CLIENTS = 8
 RELOADS = 5
-
-
-def keepalive_loop(address, stop: threading.Event, stats: dict, lock: threading.Lock) -> None:
-    """Requests on one persistent connection, reconnecting only when told to close."""
-    conn = http.client.HTTPConnection(*address, timeout=10)
-    n = 0
-    while not stop.is_set():
-        n += 1
-        try:
-            conn.request("GET", f"/hello/?n={n}")
-            response = conn.getresponse()
-            body = response.read()
-            outcome = None if response.status == 200 and body else f"status {response.status}"
-            if response.getheader("Connection", "").lower() == "close":
-                conn.close()    # http.client reconnects on the next request
-        except (OSError, http.client.HTTPException) as exc:
-            outcome = repr(exc)
-            conn.close()
-        with lock:
-            if outcome is None:
-                stats["ok"] += 1
-            else:
-                stats["failed"].append(outcome)
-    conn.close()
 
 
 @pytest.mark.timeout(120)
@@ -51,7 +27,8 @@ def test_hups_under_keepalive_load_lose_nothing(prefork_server, tmp_path, kind):
     old = served.proc.wait_workers(lambda pids: len(pids) == 2)
     stop, lock = threading.Event(), threading.Lock()
     stats = {"ok": 0, "failed": []}
-    clients = [threading.Thread(target=keepalive_loop, args=(served.address, stop, stats, lock))
+    clients = [threading.Thread(target=keepalive_loop,
+                                args=(served.address, stop, stats, lock, "/hello/"))
                for _ in range(CLIENTS)]
     for client in clients:
         client.start()
