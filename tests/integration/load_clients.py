@@ -10,7 +10,9 @@ request are covered.
 from __future__ import annotations
 
 import http.client
+import signal
 import threading
+import time
 from typing import Callable, List, Optional
 
 
@@ -95,3 +97,25 @@ def keepalive_loop(address: tuple, stop: threading.Event, stats: dict, lock: thr
             else:
                 stats["failed"].append(outcome)
     conn.close()
+
+
+def hups_under_keepalive_load(served, path: str, clients: int, reloads: int) -> dict:
+    """HUP ``served`` ``reloads`` times while ``clients`` keep-alive loops request
+    ``path``, each reload awaited; returns their stats (``ok``, ``failed``)."""
+    stop, lock = threading.Event(), threading.Lock()
+    stats: dict = {"ok": 0, "failed": []}
+    threads = [threading.Thread(target=keepalive_loop,
+                                args=(served.address, stop, stats, lock, path))
+               for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        for n in range(1, reloads + 1):
+            served.proc.signal(signal.SIGHUP)
+            served.proc.wait_for(r"reload complete", count=n, timeout=30)
+            time.sleep(0.5)     # load between reloads, not a synchronisation
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    return stats

@@ -9,14 +9,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from harness import child_env, run_prefork
 from http_helpers import CALLS_ENV, Conn, Served
-from load_clients import keepalive_loop
+from load_clients import hups_under_keepalive_load
 
 pytestmark = pytest.mark.integration
 
@@ -120,22 +119,7 @@ def test_a_reload_whose_lifespan_fails_keeps_the_old_generation(prefork_server, 
 def test_hups_under_keepalive_load_lose_nothing(prefork_server, tmp_path, loop):
     served = serve(prefork_server, tmp_path, "raw", "-w", "2", "--loop", loop)
     first = served.proc.wait_workers(lambda pids: len(pids) == 2)
-    stop, lock = threading.Event(), threading.Lock()
-    stats = {"ok": 0, "failed": []}
-    clients = [threading.Thread(target=keepalive_loop,
-                                args=(served.address, stop, stats, lock, "/hello"))
-               for _ in range(8)]
-    for client in clients:
-        client.start()
-    try:
-        for n in range(1, 4):
-            served.proc.signal(signal.SIGHUP)
-            served.proc.wait_for(r"reload complete", count=n, timeout=30)
-            time.sleep(0.5)     # load between reloads, not a synchronisation
-    finally:
-        stop.set()
-        for client in clients:
-            client.join(15)
+    stats = hups_under_keepalive_load(served, "/hello", 8, 3)
     assert stats["failed"] == [], stats["failed"][:5]
     assert stats["ok"] > 100
     assert not (served.proc.worker_pids() & first)
