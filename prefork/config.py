@@ -212,6 +212,18 @@ class Config:
         "auto", "ASGI: the asyncio worker's event loop. auto: uvloop when it is "
         "installed (pip install 'prefork[uvloop]'), asyncio's own otherwise.",
         choices=("auto", "asyncio", "uvloop"), check=_event_loop)
+    ws_max_size: int = setting(
+        16 * 1024 * 1024, "WebSocket: largest message in bytes (whole, after its "
+        "fragments are joined); larger closes the connection with 1009 (0 = no limit).",
+        minimum=0, metavar="N")
+    ws_ping_interval: float = setting(
+        20.0, "WebSocket: seconds between the server's keepalive pings, which find "
+        "clients that vanished without closing (0 = never ping).", minimum=0.0,
+        metavar="S")
+    ws_ping_timeout: float = setting(
+        20.0, "WebSocket: seconds to wait for the pong (or any bytes) after a ping "
+        "before the connection is closed with 1011 (0 = wait forever).", minimum=0.0,
+        metavar="S")
     access_log: str = setting(
         "", "HTTP: where to write the access log: a file path, '-' for standard "
         "output, '' for none. USR1 reopens it.", metavar="PATH")

@@ -33,10 +33,13 @@ def run(coro: Awaitable[Any], timeout: float = 10.0) -> Any:
 
 
 def server(**settings: Any) -> SimpleNamespace:
-    """The ASGI server object as the session reads it, counting on_request_done calls."""
+    """The ASGI server object as the session reads it; it stands for the worker's
+    loop too, counting the requests started and (in ``done``) finished."""
     done: List[int] = []
+    started: List[int] = []
     base = dict(ws_max_size=16 << 20, ws_ping_interval=0.0, ws_ping_timeout=0.0,
-                access_log=None, on_request_done=lambda: done.append(1), done=done)
+                access_log=None, request_started=lambda: started.append(1),
+                request_finished=lambda: done.append(1), done=done, started=started)
     base.update(settings)
     return SimpleNamespace(**base)
 
@@ -74,7 +77,7 @@ class UpgradingProtocol(asyncio.Protocol):
                  "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
                  "state": {"from": "lifespan"}, "extensions": {"http.response.trailers": {}}}
         self.session = upgrade(request, scope, self.app, self.transport, self.buf[end + 4:],
-                               self.server)
+                               self.server, self.server)
         self.ready.set_result(self.session)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:

@@ -24,9 +24,10 @@ WebSocket hand-over: when the protocol reports a complete head (REQUEST or
 REQUEST_HEAD) of a GET with ``Upgrade: websocket`` and ``Connection:
 upgrade``, and ``prefork.servers.asgi.websocket`` imports, this adapter
 calls ``websocket.upgrade(request, scope, app, transport, leftover,
-server)``: the parsed Request, the ``http`` scope built for it, the ASGI app,
-the (reading) transport, the bytes the client sent after the head, and the
-:class:`~.server.ASGIServer`.  It returns the object that owns the
+server, aloop)``: the parsed Request, the ``http`` scope built for it, the
+ASGI app, the (reading) transport, the bytes the client sent after the
+head, the :class:`~.server.ASGIServer` and the worker's loop (which counts
+the session as a request).  It returns the object that owns the
 connection from then on (None declines: plain HTTP).  This adapter stays
 the transport's protocol and forwards ``data_received``,
 ``connection_lost``, ``pause_writing`` and ``resume_writing``, and calls
@@ -295,7 +296,7 @@ class AsgiConnection(AppRunning, asyncio.Protocol):
             return False
         leftover = self.proto.parser.take_buffered()
         handler = websocket.upgrade(request, scope, self.server.app, self.transport, leftover,
-                                    self.server)
+                                    self.server, self.aloop)
         if handler is None:
             self.proto.parser.feed(leftover)
             return False

@@ -27,6 +27,9 @@ class ASGIServer(HttpListener):
         super().__init__(sock, app, config, access_log)
         self.request_timeout = config.request_timeout    # enforced here: see AsgiConnection.tick
         self.state = state          # the lifespan state; each request gets a copy
+        self.ws_max_size: int = config.ws_max_size
+        self.ws_ping_interval: float = config.ws_ping_interval
+        self.ws_ping_timeout: float = config.ws_ping_timeout
         self._base = base_scope(sock.getsockname(), config.root_path)
 
     def accepted(self, conn: socket.socket, address: Any, loop: Any) -> None:

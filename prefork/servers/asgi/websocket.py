@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional
 
 from ..http.parser import Request
 from ..http.response import LAST_CHUNK, chunk, error_response
+from .ws_keepalive import Keepalive
 from .ws_protocol import (ABNORMAL, Frames, HandshakeError, Message, WebSocketClosed,
                           accept_head, check_handshake, denial_head, disconnect, websocket_scope)
 
@@ -43,9 +44,16 @@ CLIENT_GONE = 499             # the access log's status when the client left bef
 
 
 def upgrade(request: Request, scope: Dict[str, Any], app: App, transport: asyncio.Transport,
-            leftover: bytes, server: Any) -> "WebSocketSession":
-    """Take over a connection whose request asks for a WebSocket; runs the app."""
-    session = WebSocketSession(request, scope, app, transport, server)
+            leftover: bytes, server: Any, counter: Any) -> "WebSocketSession":
+    """Take over a connection whose request asks for a WebSocket; runs the app.
+
+    ``server`` gives the settings (``ws_max_size``, ``ws_ping_interval``,
+    ``ws_ping_timeout``) and the access log; ``counter`` is the worker's loop,
+    told ``request_started()`` now and ``request_finished()`` when the session
+    has ended, so the scoreboard shows the worker busy while a WebSocket is
+    open and the session counts toward max_requests.
+    """
+    session = WebSocketSession(request, scope, app, transport, server, counter)
     session.start(leftover)
     return session
 
@@ -54,15 +62,16 @@ class WebSocketSession:
     """One WebSocket connection, from the upgrade request to the closed transport."""
 
     def __init__(self, request: Request, http_scope: Dict[str, Any], app: App,
-                 transport: asyncio.Transport, server: Any) -> None:
+                 transport: asyncio.Transport, server: Any, counter: Any) -> None:
         self.loop = asyncio.get_running_loop()
         self.request, self.transport, self.app = request, transport, app
         self.scope = websocket_scope(http_scope, request)
-        self.max_size: int = getattr(server, "ws_max_size", 16 << 20)
-        self.ping_interval: float = getattr(server, "ws_ping_interval", 20.0) or 0.0
-        self.ping_timeout: float = getattr(server, "ws_ping_timeout", 20.0) or 0.0
-        self.access_log = getattr(server, "access_log", None)
-        self.on_request_done = getattr(server, "on_request_done", None)
+        self.max_size: int = server.ws_max_size
+        self.keepalive = Keepalive(self.loop, server.ws_ping_interval, server.ws_ping_timeout,
+                                   self)
+        self.access_log = server.access_log
+        self.counter = counter
+        counter.request_started()
         self.done: asyncio.Future = self.loop.create_future()
         self.state = CONNECTING
         self.status = 0                    # for the access log: 101, or the denial's
@@ -79,14 +88,9 @@ class WebSocketSession:
         self._reading_paused = False
         self._writing_paused = False
         self._drain: List[asyncio.Future] = []
-        # The next keepalive ping, our ping's deadline, our close frame's deadline.
-        Timer = Optional[asyncio.TimerHandle]
-        self._ping_timer: Timer = None
-        self._pong_timer: Timer = None
-        self._close_timer: Timer = None
-        self._away_timer: Timer = None     # a going_away(delay) to come
+        self._close_timer: Optional[asyncio.TimerHandle] = None    # for our close frame's answer
+        self._away_timer: Optional[asyncio.TimerHandle] = None     # a going_away(delay) to come
         self._going_away = self._app_done = self._lost = False
-        self._heard = False                # bytes came since our last ping or pong deadline
         self._task: Optional[asyncio.Future] = None
 
     # -- the adapter's calls ---------------------------------------------------
@@ -106,7 +110,7 @@ class WebSocketSession:
         self._task = asyncio.ensure_future(self._run())
 
     def data_received(self, data: bytes) -> None:
-        self._heard = True
+        self.keepalive.heard = True
         if self.frames is not None:
             if self.state is OPEN or self.state is CLOSING:
                 self._received(data)
@@ -259,7 +263,7 @@ class WebSocketSession:
             self._close(SERVICE_RESTART, "service restart")
             self._queue(disconnect(SERVICE_RESTART, "service restart"))
         else:
-            self._schedule_ping()
+            self.keepalive.start()
         early, self._early = bytes(self._early), bytearray()
         if early:
             self._received(early)
@@ -276,9 +280,8 @@ class WebSocketSession:
         frames = self.frames
         assert frames is not None
         messages = frames.receive(data)
-        if self._pong_timer is not None and frames.ping_payload is None:
-            self._pong_timer.cancel()       # our ping was answered
-            self._pong_timer = None
+        if frames.ping_payload is None:
+            self.keepalive.answered()
         self._flush()         # pongs, the echo of a close frame, a failure's close frame
         for message in messages:
             # After our close frame, data is dropped (RFC 6455 1.4).
@@ -351,49 +354,38 @@ class WebSocketSession:
             if not self.transport.is_closing():
                 self.transport.resume_reading()
 
-    def _schedule_ping(self) -> None:
-        if self.ping_interval > 0:
-            self._ping_timer = self.loop.call_later(self.ping_interval, self._ping)
+    # -- what the keepalive asks (ws_keepalive.Keepalive) ----------------------
 
-    def _ping(self) -> None:
-        """Keepalive: a ping every interval, unless the last one is still unanswered."""
-        self._ping_timer = None
-        frames = self.frames
-        if self.state is not OPEN or frames is None:
-            return
-        if frames.ping_payload is None:
-            frames.ping()
-            self._flush()
-            self._heard = False
-            if self.ping_timeout > 0:
-                self._pong_timer = self.loop.call_later(self.ping_timeout, self._pong_missing)
-        self._schedule_ping()
+    def open_for_ping(self) -> bool:
+        return self.state is OPEN and self.frames is not None
 
-    def _pong_missing(self) -> None:
-        self._pong_timer = None
-        frames = self.frames
-        if self.state is not OPEN or frames is None or frames.ping_payload is None:
-            return
-        if self._heard or self._reading_paused:
-            # The client is alive (bytes came since the ping), or its pong may
-            # wait behind messages the app has not taken yet: not the client's
-            # fault.  Another ping_timeout, for bytes or the pong.
-            self._heard = False
-            self._pong_timer = self.loop.call_later(self.ping_timeout, self._pong_missing)
-            return
+    def ping_unanswered(self) -> bool:
+        return self.frames is not None and self.frames.ping_payload is not None
+
+    def send_ping(self) -> None:
+        assert self.frames is not None
+        self.frames.ping()
+        self._flush()
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._reading_paused
+
+    def keepalive_failed(self) -> None:
         # The client is gone or stuck: a close frame it may never read, then
         # the connection is dropped (a close handshake needs a peer that answers).
         logger.info("WebSocket %s: no pong within %.3g s, closing", self._describe(),
-                    self.ping_timeout)
-        frames.fail(1011, "keepalive ping timeout")
+                    self.keepalive.timeout)
+        assert self.frames is not None
+        self.frames.fail(1011, "keepalive ping timeout")
         self._flush()
         self._close_transport(abort=True)
 
     def _cancel_timers(self) -> None:
-        for timer in (self._ping_timer, self._pong_timer, self._close_timer):
-            if timer is not None:
-                timer.cancel()
-        self._ping_timer = self._pong_timer = self._close_timer = None
+        self.keepalive.stop()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
 
     def _close_transport(self, abort: bool = False) -> None:
         self._cancel_timers()
@@ -416,5 +408,4 @@ class WebSocketSession:
         if self.access_log is not None:
             self.access_log.write(self.scope.get("client"), self.request, self.status or 500,
                                   self.sent, time.monotonic() - self.started)
-        if self.on_request_done is not None:
-            self.on_request_done()
+        self.counter.request_finished()
