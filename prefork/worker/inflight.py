@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional, Set, Union
+from typing import Callable, Optional, Set, Union
 
 from ..scoreboard import WorkerSlot
 

@@ -29,7 +29,7 @@ import logging
 import os
 import selectors
 import time
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from ..scoreboard import READY, WorkerSlot
 from ..servers.contracts import PacketServer, Parked, StreamServer

@@ -9,16 +9,13 @@ before and after its response started, a client that goes away.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import socket
 import time
-from pathlib import Path
 
 import pytest
 
 from harness import APPS, PreforkProcess
-from http_helpers import CALLS_ENV, Conn, Served, read_response
+from http_helpers import CALLS_ENV, Conn, Served
 
 httpx = pytest.importorskip("httpx")
 pytestmark = pytest.mark.integration

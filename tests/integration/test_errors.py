@@ -42,7 +42,7 @@ def test_missing_target_module_exits_3_and_leaves_nothing_running(prefork_server
     error = server.log()
     assert f"cannot import module '{module}'" in error, error
     # Workers log the import error under their own PIDs: all of them are gone.
-    failed = {int(pid) for pid in re.findall(rf"\[(\d+)\] \[ERROR\] cannot import module", error)}
+    failed = {int(pid) for pid in re.findall(r"\[(\d+)\] \[ERROR\] cannot import module", error)}
     failed.discard(server.pid)
     assert failed, error
     assert not [pid for pid in failed if pid_alive(pid)]

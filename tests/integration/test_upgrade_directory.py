@@ -5,7 +5,6 @@ etc/prefork.toml``) mean the launch directory.  That directory is taken
 when the master starts and handed down, not read when a module is imported.
 """
 
-import json
 import os
 import signal
 import subprocess

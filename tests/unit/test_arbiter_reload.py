@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from arbiter_driver import ABRT, KILL, QUIT, TERM, T, Pool, effects, logs, running
+from arbiter_driver import ABRT, QUIT, TERM, T, Pool, effects, logs, running
 from prefork.supervisor.escalation import ABORT_GRACE
 from prefork.supervisor.health import BACKOFF_MAX, Limits, backoff_delay, describe_exit
 from prefork.supervisor.events import (ChildExited, CloseListeners, Exit, Kill, Log,

@@ -6,10 +6,10 @@ The HTTP adapter hands a GET asking for ``Upgrade: websocket`` over with
 ``resume_writing``), calls ``going_away()`` on a graceful stop and awaits ``done``.
 
 The session runs the app with the ``websocket`` scope; the handshake is
-answered when the app decides (``websocket.accept``: 101; ``websocket.close``
-first: 403; ``websocket.http.response.*``: the app's own response).  Frames
-and the close handshake are :class:`.ws_protocol.Frames`' (sans-IO); here
-are the writes, the timers (keepalive, close deadline) and the flow control:
+answered when the app decides (:mod:`.ws_app`).  Frames and the close
+handshake are :class:`.ws_protocol.Frames`' (sans-IO); the keepalive pings
+are :class:`.ws_keepalive.Keepalive`'s; here are the writes, the close
+deadline and the flow control:
 reading pauses while the app has not taken what came (a bounded queue),
 ``send`` waits while the transport's buffer is full.
 """
@@ -22,25 +22,21 @@ from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional
 
 from ..http.parser import Request
-from ..http.response import LAST_CHUNK, chunk, error_response
+from .ws_app import CLOSED, CLOSING, CONNECTING, OPEN, SERVICE_RESTART, AppSide
 from .ws_keepalive import Keepalive
 from .ws_protocol import (ABNORMAL, Frames, HandshakeError, Message, WebSocketClosed,
-                          accept_head, check_handshake, denial_head, disconnect, websocket_scope)
+                          check_handshake, disconnect, websocket_scope)
 
 logger = logging.getLogger("prefork")
 
 App = Callable[[Dict[str, Any], Callable[[], Awaitable[Message]],
                 Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
-CONNECTING, DENYING, OPEN, CLOSING, CLOSED = "connecting", "denying", "open", "closing", "closed"
-
 CLOSE_TIMEOUT = 5.0           # seconds for the client to answer our close frame
-SERVICE_RESTART = 1012        # RFC 6455 7.4.1 (IANA registry): the worker is being replaced
 # The receive queue: reading pauses at either high mark, resumes under both low ones.
 QUEUE_HIGH, QUEUE_LOW = 16, 4
 QUEUE_HIGH_BYTES, QUEUE_LOW_BYTES = 1 << 20, 256 << 10
 EARLY_LIMIT = 64 << 10        # bytes held before the handshake is answered
-CLIENT_GONE = 499             # the access log's status when the client left before any answer
 
 
 def upgrade(request: Request, scope: Dict[str, Any], app: App, transport: asyncio.Transport,
@@ -58,8 +54,13 @@ def upgrade(request: Request, scope: Dict[str, Any], app: App, transport: asynci
     return session
 
 
-class WebSocketSession:
-    """One WebSocket connection, from the upgrade request to the closed transport."""
+class WebSocketSession(AppSide):
+    """One WebSocket connection, from the upgrade request to the closed transport.
+
+    What the app calls (``receive``, ``send``) and its task are
+    :class:`~.ws_app.AppSide`'s; the transport, the timers and the flow
+    control are here.
+    """
 
     def __init__(self, request: Request, http_scope: Dict[str, Any], app: App,
                  transport: asyncio.Transport, server: Any, counter: Any) -> None:
@@ -157,124 +158,7 @@ class WebSocketSession:
             self._queue(disconnect(SERVICE_RESTART, "service restart"))
         # CONNECTING: the app has not answered yet; an accept is closed at once.
 
-    # -- what the app calls -----------------------------------------------------
-
-    async def receive(self) -> Message:
-        while not self._inbox:
-            if self._disconnect is not None:
-                return dict(self._disconnect)      # every receive after the end says so
-            if self._receiver is None or self._receiver.done():
-                self._receiver = self.loop.create_future()
-            await self._receiver
-        message = self._inbox.popleft()
-        if message["type"] == "websocket.receive":
-            self._inbox_bytes -= len(message.get("text") or message.get("bytes") or b"")
-        if self._reading_paused:
-            self._resume_reading()
-        return message
-
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        state = self.state
-        if state is OPEN and kind == "websocket.send":
-            frames = self.frames
-            assert frames is not None
-            text, data = message.get("text"), message.get("bytes")
-            if (text is None) == (data is None):
-                raise TypeError("websocket.send needs exactly one of 'text' and 'bytes'")
-            if text is not None:
-                frames.send_text(text)
-            else:
-                frames.send_bytes(data)
-            self._flush()
-            if self._writing_paused:
-                await self._drained()
-        elif state is OPEN and kind == "websocket.close":
-            self._close(message.get("code") or 1000, message.get("reason") or "")
-        elif (state is CLOSING or state is CLOSED) and kind == "websocket.close":
-            pass           # closing twice, or after the client: nothing left to do
-        elif state is CONNECTING and kind == "websocket.accept":
-            self._accept(message)
-        elif state is CONNECTING and kind == "websocket.close":
-            # ASGI: a close before the accept is a denial, with 403.
-            self._deny(403)
-        elif state is CONNECTING and kind == "websocket.http.response.start":
-            self.status = message["status"]
-            head, self._chunked = denial_head(self.status, list(message.get("headers", ())))
-            self._write(head)
-            self.state = DENYING
-        elif state is DENYING and kind == "websocket.http.response.body":
-            body = message.get("body", b"")
-            more = message.get("more_body", False)
-            if self._chunked:
-                self._write((chunk(body) if body else b"") + (b"" if more else LAST_CHUNK))
-            elif body:
-                self._write(body)
-            if not more:
-                self.state = CLOSED
-                self._close_transport()
-            elif self._writing_paused:
-                await self._drained()
-        elif state is CLOSING or state is CLOSED:
-            raise WebSocketClosed(f"{kind!r} sent after the WebSocket closed")
-        else:
-            raise RuntimeError(f"unexpected ASGI message {kind!r} on a WebSocket that is {state}")
-
     # -- inside ------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        failed = True
-        try:
-            await self.app(self.scope, self.receive, self.send)
-            failed = False
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:
-            logger.error("error in the ASGI app serving the WebSocket %s", self._describe(),
-                         exc_info=exc)
-        self._app_done = True
-        state = self.state
-        if state is CONNECTING and self._lost:
-            self.status = CLIENT_GONE
-        elif state is CONNECTING:
-            if not failed:
-                logger.error("the ASGI app returned without accepting or closing the "
-                             "WebSocket %s", self._describe())
-            self._deny(500)
-        elif state is DENYING:
-            if not failed:
-                logger.error("the ASGI app returned before its denial response to %s was "
-                             "complete", self._describe())
-            self._close_transport(abort=True)     # a cut response, not a complete one
-        elif state is OPEN:
-            self._close(1011 if failed else 1000, "internal error" if failed else "")
-        self._finish()
-
-    def _describe(self) -> str:
-        return f"{self.request.method} {self.request.target}"
-
-    def _accept(self, message: Message) -> None:
-        self._write(accept_head(self._key, message.get("subprotocol"),
-                                message.get("headers", ())))
-        self.status = 101
-        self.state = OPEN
-        self.frames = Frames(self.max_size)
-        if self._going_away:
-            self._close(SERVICE_RESTART, "service restart")
-            self._queue(disconnect(SERVICE_RESTART, "service restart"))
-        else:
-            self.keepalive.start()
-        early, self._early = bytes(self._early), bytearray()
-        if early:
-            self._received(early)
-        if self._reading_paused:
-            self._resume_reading()
-
-    def _deny(self, status: int) -> None:
-        self.status = status
-        self._write(error_response(status))
-        self.state = CLOSED
-        self._close_transport()
 
     def _received(self, data: bytes) -> None:
         frames = self.frames
