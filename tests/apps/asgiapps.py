@@ -14,7 +14,7 @@ import os
 import time
 from urllib.parse import parse_qs
 
-from wsgiapps import record
+from wsgiapps import hoard, record
 
 LIFESPAN_ENV = "PREFORK_TEST_LIFESPAN"    # "fail": startup.failed; "raise": an exception
 # A file whose content, read at each startup, is that mode: a reload can then fail.
@@ -157,6 +157,34 @@ async def no_lifespan(scope, receive, send):
     """An app that knows only http (many hand-written ones): lifespan 'auto' skips it."""
     assert scope["type"] == "http", scope["type"]
     await _respond(send, 200, b"no lifespan here")
+
+
+async def hello(scope, receive, send):
+    """The ASGI twin of wsgiapps.hello: a "call" line (with ?id=), then "hello\\n"."""
+    if scope["type"] == "lifespan":
+        await _lifespan(scope, receive, send)
+        return
+    record("call", id=_query(scope).get("id", ""), method=scope["method"])
+    await _respond(send, 200, b"hello\n")
+
+
+async def grower(scope, receive, send):
+    """The ASGI twin of wsgiapps' /slow and /grow routes (the max_rss test).
+
+    ``/slow?t=S``: sleep S seconds, answer {"pid"}; ``/grow?mib=N&hold=S``:
+    allocate N MiB more and keep it, sleep S seconds, answer {"pid", "rss"}.
+    """
+    if scope["type"] == "lifespan":
+        await _lifespan(scope, receive, send)
+        return
+    query = _query(scope)
+    answer = {"pid": os.getpid()}
+    if scope["path"].startswith("/grow"):
+        answer["rss"] = hoard(int(query.get("mib", "0")))
+        await asyncio.sleep(float(query.get("hold", "0")))
+    else:
+        await asyncio.sleep(float(query.get("t", "0")))
+    await _respond(send, 200, json.dumps(answer).encode(), b"application/json")
 
 
 class Instance:

@@ -4,7 +4,7 @@ At import time it appends ``{"event": "import", "pid": os.getpid()}`` to the
 file named by $PREFORK_TEST_IMPORTS.  With --preload that is the master, once;
 without, every worker.  ``app`` is a WSGI app and ``Handler`` a socketserver
 handler class, both answering with the PID of the worker that served and the
-PID that imported this module.
+PID that imported this module; ``asgi_app`` is the ASGI twin of ``app``.
 """
 
 import json
@@ -43,6 +43,16 @@ def app(environ, start_response):
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])
     return [body]
+
+
+async def asgi_app(scope, receive, send):
+    """The ASGI twin of ``app`` (no lifespan: 'auto' skips it)."""
+    assert scope["type"] == "http", scope["type"]
+    body = json.dumps({"served_by": os.getpid(), "imported_by": IMPORTED_BY}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class Handler(socketserver.StreamRequestHandler):

@@ -212,12 +212,19 @@ def slow(environ, start_response):
 _hoard = []     # what grow() keeps, for the life of the worker
 
 
-def grow(environ, start_response):
-    """``?mib=N``: allocate N MiB more and keep it (max_rss); answers the PID and RSS."""
-    mib = int(query(environ).get("mib", "0"))
+def hoard(mib):
+    """Allocate ``mib`` MiB more and keep it for the life of the process; the RSS after."""
     _hoard.append(b"\x01" * (mib << 20))    # written, so resident, unlike calloc'd zeros
     with open("/proc/self/statm") as f:
-        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def grow(environ, start_response):
+    """``?mib=N&hold=S``: allocate N MiB more and keep it (max_rss), sleep S seconds;
+    answers the PID and RSS."""
+    q = query(environ)
+    rss = hoard(int(q.get("mib", "0")))
+    time.sleep(float(q.get("hold", "0")))
     body = json.dumps({"pid": os.getpid(), "rss": rss}).encode()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])

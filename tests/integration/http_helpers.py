@@ -218,7 +218,8 @@ class Served:
 
 
 def app_args(app: str, *args: str) -> List[str]:
-    return ["serve", f"wsgiapps:{app}", "-b", "127.0.0.1:0", *args]
+    """``app``: a name in wsgiapps, or a whole target ("asgiapps:hello")."""
+    return ["serve", app if ":" in app else f"wsgiapps:{app}", "-b", "127.0.0.1:0", *args]
 
 
 def start(prefork_server, workdir: Path, app: str, *args: str, env=None) -> Served:

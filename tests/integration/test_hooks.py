@@ -1,9 +1,10 @@
 """Operator hooks in real processes: where each runs, when, with what, and what a failure does.
 
-The hooks are tests/apps/hookmods.py; they and the WSGI app (wsgiapps:hello)
-append JSON lines to one O_APPEND file, so its line order is the order in
-which master and workers got there (a worker's post_fork line before any
-request it served, a pre_fork line before the post_fork of that slot).
+The hooks are tests/apps/hookmods.py; they and the app (wsgiapps:hello on the
+sync worker, its ASGI twin asgiapps:hello on the asyncio one) append JSON
+lines to one O_APPEND file, so its line order is the order in which master
+and workers got there (a worker's post_fork line before any request it
+served, a pre_fork line before the post_fork of that slot).
 """
 
 import json
@@ -22,6 +23,8 @@ from http_helpers import CALLS_ENV, app_args, get
 pytestmark = pytest.mark.integration
 
 HOOKS_ENV = "PREFORK_TEST_HOOKS"     # hookmods.HOOKS_ENV
+# The same hello app on each worker kind (-k auto picks it by the app).
+APPS = {"sync": "wsgiapps:hello", "asyncio": "asgiapps:hello"}
 NAMES = ("on_starting", "when_ready", "pre_fork", "post_fork", "worker_exit", "on_reload",
          "on_exit")
 
@@ -95,14 +98,15 @@ def index_of(lines: List[dict], predicate) -> int:
 # -- the whole life: start, serve, HUP, TERM -----------------------------------
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("kind", sorted(APPS))
 @pytest.mark.parametrize("via", ["toml", "flags"])
-def test_each_hook_runs_where_and_when_documented(prefork_server, tmp_path, via):
+def test_each_hook_runs_where_and_when_documented(prefork_server, tmp_path, via, kind):
     if via == "toml":
         config = tmp_path / "prefork.toml"
         config.write_text("workers = 2\n" + hook_toml())
-        run = start(prefork_server, tmp_path, "-c", str(config))
+        run = start(prefork_server, tmp_path, "-c", str(config), app=APPS[kind])
     else:
-        run = start(prefork_server, tmp_path, "-w", "2", *hook_flags())
+        run = start(prefork_server, tmp_path, "-w", "2", *hook_flags(), app=APPS[kind])
     proc = run.proc
     proc.wait_ready()
     master = proc.pid
@@ -111,7 +115,7 @@ def test_each_hook_runs_where_and_when_documented(prefork_server, tmp_path, via)
     # Start-up, in the master: on_starting once, then pre_fork once per worker.
     (starting,) = run.hooks("on_starting")
     assert starting["pid"] == master and starting["worker"] is None
-    assert starting["target"] == "wsgiapps:hello"       # f(config): the real Config
+    assert starting["target"] == APPS[kind]             # f(config): the real Config
     pre = run.wait_hooks("pre_fork", 2)
     assert len(pre) == 2
     assert all(r["pid"] == master and r["worker"]["pid"] == 0
@@ -182,8 +186,9 @@ def test_each_hook_runs_where_and_when_documented(prefork_server, tmp_path, via)
 
 
 @pytest.mark.timeout(60)
-def test_a_respawned_worker_runs_pre_fork_and_post_fork(prefork_server, tmp_path):
-    run = start(prefork_server, tmp_path, "-w", "1", *hook_flags())
+@pytest.mark.parametrize("kind", sorted(APPS))
+def test_a_respawned_worker_runs_pre_fork_and_post_fork(prefork_server, tmp_path, kind):
+    run = start(prefork_server, tmp_path, "-w", "1", *hook_flags(), app=APPS[kind])
     run.proc.wait_ready()
     (old,) = run.proc.wait_workers(lambda p: len(p) == 1)
     run.proc.seen_pids.add(old)
@@ -228,9 +233,10 @@ def test_raising_on_starting_and_post_fork_are_logged_and_the_server_serves(
 
 
 @pytest.mark.timeout(90)
-def test_every_hook_raising_never_stops_master_or_workers(prefork_server, tmp_path):
+@pytest.mark.parametrize("kind", sorted(APPS))
+def test_every_hook_raising_never_stops_master_or_workers(prefork_server, tmp_path, kind):
     run = start(prefork_server, tmp_path, "-w", "2",
-                *hook_flags(**{name: "hookmods:raising" for name in NAMES}))
+                *hook_flags(**{name: "hookmods:raising" for name in NAMES}), app=APPS[kind])
     proc = run.proc
     proc.wait_ready()
     first = proc.wait_workers(lambda p: len(p) == 2)

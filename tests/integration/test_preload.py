@@ -40,7 +40,7 @@ def start(prefork_server, tmp_path: Path, target: str, *args: str):
 
 def ask(proc, kind: str) -> tuple:
     """(served_by, imported_by) from one request on a new connection."""
-    if kind == "wsgi":
+    if kind in ("wsgi", "asgi"):
         resp = get(proc.address, "/")
         assert resp.status == 200, resp
         answer = resp.json()
@@ -49,11 +49,12 @@ def ask(proc, kind: str) -> tuple:
     return int(served), int(imported)
 
 
-TARGETS = {"wsgi": "preloadapp:app", "handler": "preloadapp:Handler"}
+TARGETS = {"wsgi": "preloadapp:app", "handler": "preloadapp:Handler",
+           "asgi": "preloadapp:asgi_app"}
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind", ["wsgi", "handler"])
+@pytest.mark.parametrize("kind", sorted(TARGETS))
 def test_preload_imports_the_target_once_in_the_master(prefork_server, tmp_path, kind):
     proc, path = start(prefork_server, tmp_path, TARGETS[kind], "-w", "2", "--preload")
     proc.wait_ready()
@@ -86,7 +87,7 @@ def test_preload_imports_the_target_once_in_the_master(prefork_server, tmp_path,
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind", ["wsgi", "handler"])
+@pytest.mark.parametrize("kind", sorted(TARGETS))
 def test_without_preload_each_worker_imports_the_target(prefork_server, tmp_path, kind):
     proc, path = start(prefork_server, tmp_path, TARGETS[kind], "-w", "2")
     proc.wait_ready()

@@ -79,9 +79,15 @@ def test_request_timeout_zero_never_fires(prefork_server, tmp_path):
     assert "request_timeout" not in served.log()
 
 
+# The same /slow?t= and /grow?mib=&hold= routes on each worker kind.
+GROWERS = {"sync": "router", "asyncio": "asgiapps:grower"}
+
+
 @pytest.mark.timeout(90)
-def test_a_worker_over_max_rss_is_recycled_without_a_failed_request(prefork_server, tmp_path):
-    served = start(prefork_server, tmp_path, "router", "-w", "1", "-k", "sync",
+@pytest.mark.parametrize("kind", sorted(GROWERS))
+def test_a_worker_over_max_rss_is_recycled_without_a_failed_request(prefork_server, tmp_path,
+                                                                    kind):
+    served = start(prefork_server, tmp_path, GROWERS[kind], "-w", "1", "-k", kind,
                    "--max-rss", "60")
     server, address = served.proc, served.address
     first = slow_pid(address)
@@ -118,10 +124,17 @@ def test_a_worker_over_max_rss_is_recycled_without_a_failed_request(prefork_serv
     for t in clients:
         t.start()
     try:
-        grown = get(address, "/grow?mib=64").json()
+        # The request that grew it is still running when the worker is retired: a
+        # graceful recycling lets it finish.
+        with Conn(address, timeout=20) as conn:
+            conn.send(b"GET /grow?mib=64&hold=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            sent = time.monotonic()
+            server.wait_for(rf"worker {first} \(gen 1\) uses [\d.]+ MiB, over max_rss "
+                            r"\(60 MiB\); starting its replacement", timeout=10)
+            server.wait_for(r"worker ready", count=2)    # and then the old one is retired
+            assert time.monotonic() - sent < 2.5, "the request was over before the retiring"
+            grown = conn.response().json()
         assert grown["pid"] == first and grown["rss"] > 60 << 20
-        server.wait_for(rf"worker {first} \(gen 1\) uses [\d.]+ MiB, over max_rss \(60 MiB\); "
-                        "starting its replacement", timeout=10)
         wait_until(lambda: not pid_alive(first), 20, "the bloated worker exits")
         wait_until(lambda: any(p != first for p in answers[-5:]), 10, "the replacement answers")
     finally:

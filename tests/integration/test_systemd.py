@@ -19,6 +19,7 @@ import pytest
 
 from daemonized import ECHO, children, kill_if_prefork
 from harness import child_env, echo_once, free_port, refuses, wait_until
+from http_helpers import get
 
 pytestmark = pytest.mark.integration
 
@@ -153,14 +154,25 @@ def socket_activated(tmp_path):
         log.close()
 
 
+def hello(address: tuple, timeout: float = 10.0) -> bool:
+    """asgi_echo:hello answered one request at ``address``."""
+    response = get(address, "/", timeout=timeout)
+    return (response.status, response.body) == (200, b"Hello, world!\n")
+
+
 @pytest.mark.timeout(30)
-def test_socket_activation_serves_on_the_inherited_socket(socket_activated):
+@pytest.mark.parametrize("kind", ["handler", "asgi"])
+def test_socket_activation_serves_on_the_inherited_socket(socket_activated, kind):
     port, unused = free_port(), free_port()
-    proc, log_path = socket_activated(port, ECHO, "-w", "2", "-b", f"127.0.0.1:{unused}")
+    target = ECHO if kind == "handler" else "asgi_echo:hello"
+    proc, log_path = socket_activated(port, target, "-w", "2", "-b", f"127.0.0.1:{unused}")
     wait_until(lambda: f"Listening on 127.0.0.1:{port}" in log_path.read_text(), 10,
                "systemd-socket-activate listening")
     # This first connection is what makes it start prefork; the kernel queues it.
-    assert echo_once(("127.0.0.1", port), b"activated\n", timeout=15) == b"ACTIVATED\n"
+    if kind == "handler":
+        assert echo_once(("127.0.0.1", port), b"activated\n", timeout=15) == b"ACTIVATED\n"
+    else:
+        assert hello(("127.0.0.1", port), timeout=15)
     log = log_path.read_text()
     assert "using 1 listening socket(s) from systemd (LISTEN_FDS)" in log, log
     assert f"listening at 127.0.0.1:{port}" in log
@@ -175,5 +187,9 @@ def test_socket_activation_serves_on_the_inherited_socket(socket_activated):
     os.kill(proc.pid, signal.SIGHUP)
     wait_until(lambda: "reload complete: generation 2" in log_path.read_text(), 10, "reload")
     wait_until(lambda: not children(proc.pid) & old, 10, "old workers gone")
-    assert echo_once(("127.0.0.1", port), b"again\n") == b"AGAIN\n"
+    if kind == "handler":
+        assert echo_once(("127.0.0.1", port), b"again\n") == b"AGAIN\n"
+    else:
+        assert all(hello(("127.0.0.1", port)) for _ in range(10))
+        assert "asyncio on" in log_path.read_text()
     assert listening_ports(proc.pid) == [port]

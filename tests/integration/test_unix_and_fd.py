@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 
 from harness import PreforkProcess, child_env, pid_alive, run_prefork, wait_until
-from http_helpers import read_response
+from http_helpers import get, read_response
 
 pytestmark = pytest.mark.integration
 
 ECHO_TARGET = "prefork.examples.echo:UpperEchoHandler"
+# fd:// and reuse_port on a handler class (thread worker) and on an ASGI app (asyncio worker).
+TARGETS = {"handler": ECHO_TARGET, "asgi": "asgi_echo:hello"}
 
 
 def unix_echo(path: Path, line: bytes = b"hello\n") -> bytes:
@@ -125,26 +127,36 @@ def tcp_echo(address) -> bytes:
         return b"".join(iter(lambda: s.recv(65536), b""))
 
 
+def answers(kind: str, address) -> bool:
+    """The target of ``kind`` answered one request at ``address`` (a unix path or TCP)."""
+    if kind == "handler":
+        got = unix_echo(address) if isinstance(address, Path) else tcp_echo(address)
+        return got == b"HELLO\n"
+    response = unix_get(address) if isinstance(address, Path) else get(address, "/hello/")
+    return (response.status, response.body) == (200, b"Hello, world!\n")
+
+
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", sorted(TARGETS))
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_UNIX])
-def test_fd_serves_a_socket_opened_by_the_parent(tmp_path, family):
+def test_fd_serves_a_socket_opened_by_the_parent(tmp_path, family, kind):
     sock = socket.socket(family, socket.SOCK_STREAM)
     address = ("127.0.0.1", 0) if family == socket.AF_INET else str(tmp_path / "given.sock")
     sock.bind(address)
     sock.listen(16)
     fd = sock.fileno()
     log = open(tmp_path / "prefork.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "prefork", "serve", ECHO_TARGET,
+    proc = subprocess.Popen([sys.executable, "-m", "prefork", "serve", TARGETS[kind],
                              "-b", f"fd://{fd}", "-w", "2"], pass_fds=[fd], stdout=log,
                             stderr=subprocess.STDOUT, cwd=str(tmp_path), env=child_env())
     server = PreforkProcess.attach(proc, tmp_path / "prefork.log")
     try:
         server.wait_ready()
         assert server.wait_for(rf"listening at .*fd://{fd}|listening at ")
-        if family == socket.AF_INET:
-            assert tcp_echo(sock.getsockname()) == b"HELLO\n"
-        else:
-            assert unix_echo(Path(address)) == b"HELLO\n"
+        if kind == "asgi":
+            server.wait_for(r"worker ready \(gen 1, asyncio on", count=2)
+        given = sock.getsockname() if family == socket.AF_INET else Path(address)
+        assert all(answers(kind, given) for _ in range(10))
         server.signal(signal.SIGTERM)
         assert server.wait_exit() == 0
         if family == socket.AF_UNIX:
@@ -156,8 +168,9 @@ def test_fd_serves_a_socket_opened_by_the_parent(tmp_path, family):
 
 
 @pytest.mark.timeout(30)
-def test_reuse_port_gives_each_worker_its_own_socket(prefork_server, tmp_path):
-    server = prefork_server("serve", ECHO_TARGET, "-b", "127.0.0.1:0", "-w", "2",
+@pytest.mark.parametrize("kind", sorted(TARGETS))
+def test_reuse_port_gives_each_worker_its_own_socket(prefork_server, tmp_path, kind):
+    server = prefork_server("serve", TARGETS[kind], "-b", "127.0.0.1:0", "-w", "2",
                             "--reuse-port")
     server.wait_ready()
     address = server.address
@@ -166,7 +179,7 @@ def test_reuse_port_gives_each_worker_its_own_socket(prefork_server, tmp_path):
     assert all(len(inodes) == 1 for inodes in listening.values()), listening
     assert len(set().union(*listening.values())) == 2      # two sockets, one each
     assert not listening_inodes(server.pid, address[1])     # the master's does not listen
-    assert all(tcp_echo(address) == b"HELLO\n" for _ in range(20))
+    assert all(answers(kind, address) for _ in range(20))
 
 
 def listening_inodes(pid: int, port: int) -> set:
