@@ -145,6 +145,15 @@ async def raw(scope, receive, send):
         if message["type"] == "http.request":
             message = await receive()
         record("disconnect", seen=message["type"], id=query.get("id", ""))
+    elif path.endswith("/lazyread"):
+        # Sleeps before every receive: the client waits on the app, not the reverse.
+        size, more = 0, True
+        while more:
+            await asyncio.sleep(float(query.get("s", "1")))
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        await _respond(send, 200, str(size).encode())
     elif path.endswith("/noread"):
         await _respond(send, 200, b"did not read the body")
     elif path.endswith("/pid"):

@@ -45,6 +45,12 @@ def fast(tmp_path_factory):
     yield from asgi_serving(tmp_path_factory, "asgi_fast", "fast", "-w", "2")
 
 
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory):
+    yield from asgi_serving(tmp_path_factory, "asgi_impatient", "raw", "-w", "1",
+                            "--client-timeout", "0.5")
+
+
 def url(served: Served, path: str) -> str:
     host, port = served.address
     return f"http://{host}:{port}{path}"
@@ -195,6 +201,22 @@ def test_bad_requests_are_refused_by_the_protocol(raw):
 def test_access_log_lines(raw):
     httpx.get(url(raw, "/api/hello"), headers={"User-Agent": "asgi-test"})
     raw.proc.wait_for(r'"GET /api/hello HTTP/1.1" 200 13 "-" "asgi-test"')
+
+
+@pytest.mark.timeout(30)
+def test_client_timeout_is_the_clients_stall_never_the_apps(impatient):
+    # The app sleeps 0.8 s before each receive, longer than client_timeout
+    # (0.5 s), while the client has sent its whole body (more than the queue
+    # holds, so reading pauses): the client is not stalling, it gets a 200.
+    body = b"b" * (1 << 20)
+    with Conn(impatient.address) as conn:
+        r = conn.request("POST", "/lazyread?s=0.8", body=body)
+        assert (r.status, r.body) == (200, str(len(body)).encode())
+    # A client that stops halfway while the app waits in receive(): 408.
+    with Conn(impatient.address) as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"x" * 50)
+        assert conn.response().status == 408
+        assert conn.at_eof()
 
 
 # -- FastAPI -----------------------------------------------------------------------
