@@ -143,8 +143,9 @@ def statuses(data: bytes, methods) -> list:
     return found
 
 
-def expected_path(uri: str):
-    """(PATH_INFO, QUERY_STRING) for a request-target, or None where either '' or '*' do."""
+def split_target(uri: str):
+    """(path as sent, query) of a request-target; None for "*", where the path may
+    be "" or "*"."""
     if uri == "*":
         return None
     target = uri.split("#", 1)[0]        # a fragment is never part of the resource
@@ -154,6 +155,15 @@ def expected_path(uri: str):
         path = rest[rest.find("/"):] if "/" in rest else "/"
     elif not path.startswith("/"):
         path = ""                        # authority-form (CONNECT)
+    return path, query
+
+
+def expected_path(uri: str):
+    """(PATH_INFO, QUERY_STRING) for a request-target, or None where either '' or '*' do."""
+    split = split_target(uri)
+    if split is None:
+        return None
+    path, query = split
     return unquote_to_bytes(path.encode("latin-1")).decode("latin-1"), query
 
 

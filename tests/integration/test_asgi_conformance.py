@@ -22,8 +22,8 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 
-from conformance_replay import (CONFORMANCE, LIMITS, exchange, load_cases, replay, statuses,
-                                target_host)
+from conformance_replay import (CONFORMANCE, LIMITS, exchange, load_cases, replay, split_target,
+                                statuses, target_host)
 from harness import PreforkProcess
 from http_helpers import CALLS_ENV, Served
 
@@ -85,27 +85,12 @@ def server(tmp_path_factory):
         proc.cleanup()
 
 
-def expected_target(uri: str):
-    """(raw_path, query_string) of a request-target as the ASGI scope should carry them;
-    None for "*", where the path may be "" or "*"."""
-    if uri == "*":
-        return None
-    target = uri.split("#", 1)[0]        # a fragment is never part of the resource
-    path, _, query = target.partition("?")
-    if "://" in path:
-        rest = path.split("://", 1)[1]
-        path = rest[rest.find("/"):] if "/" in rest else "/"
-    elif not path.startswith("/"):
-        path = ""                        # authority-form (CONNECT)
-    return path, query
-
-
 def check_call(call: dict, want: dict, body_prefix_only: bool = False) -> None:
     uri = want.get("uri", want.get("url"))
     where = f"{want['method']} {uri!r}"
     assert call["method"] == want["method"], where
     assert call["http_version"] == "%d.%d" % tuple(want["version"]), where
-    split = expected_target(uri)
+    split = split_target(uri)   # the scope's raw_path and query_string
     if split is None:
         assert call["raw_path"] in ("", "*") and call["path"] in ("", "*"), where
         assert call["query_string"] == "", where

@@ -19,23 +19,12 @@ import time
 import pytest
 
 from harness import PreforkProcess, run_prefork, wait_until
+from test_websocket_worker import start, uri
 
 sync_client = pytest.importorskip("websockets.sync.client")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-
-def start(workdir, *args: str) -> PreforkProcess:
-    proc = PreforkProcess(["serve", "asgi_ws_apps:app", "-b", "127.0.0.1:0", "-w", "1", *args],
-                          workdir)
-    proc.wait_ready()
-    return proc
-
-
-def uri(proc: PreforkProcess, path: str = "/echo") -> str:
-    host, port = proc.address
-    return f"ws://{host}:{port}{path}"
 
 
 def raw_handshake(address: tuple) -> socket.socket:
@@ -77,7 +66,7 @@ def _exactly(sock: socket.socket, count: int) -> bytes:
 def test_ws_max_size_closes_a_larger_message_with_1009(tmp_path):
     proc = start(tmp_path, "--ws-max-size", "1024")
     try:
-        with sync_client.connect(uri(proc), open_timeout=5, max_size=None) as ws:
+        with sync_client.connect(uri(proc, "/echo"), open_timeout=5, max_size=None) as ws:
             ws.send("x" * 1024)
             assert ws.recv(timeout=5) == "x" * 1024          # at the limit: fine
             ws.send("x" * 1025)
@@ -111,7 +100,7 @@ def test_ws_ping_settings_ping_and_drop_a_client_that_never_pongs(tmp_path):
 def test_a_client_that_pongs_is_kept(tmp_path):
     proc = start(tmp_path, "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.3")
     try:
-        with sync_client.connect(uri(proc), open_timeout=5) as ws:    # it answers pings
+        with sync_client.connect(uri(proc, "/echo"), open_timeout=5) as ws:    # it answers pings
             deadline = time.monotonic() + 1.5                        # several intervals
             while time.monotonic() < deadline:
                 ws.send("still here")
@@ -132,7 +121,7 @@ def test_an_open_websocket_is_busy_and_counts_toward_max_requests(tmp_path):
     control = str(tmp_path / "control.sock")
     proc = start(tmp_path, "--control-socket", control, "--max-requests", "2")
     try:
-        with sync_client.connect(uri(proc), open_timeout=5) as ws:
+        with sync_client.connect(uri(proc, "/echo"), open_timeout=5) as ws:
             ws.send("pid")
             first = int(ws.recv(timeout=5))
             (worker,) = status(proc, control)["workers"]
@@ -140,12 +129,12 @@ def test_an_open_websocket_is_busy_and_counts_toward_max_requests(tmp_path):
         wait_until(lambda: status(proc, control)["workers"][0]["requests"] == 1, 10,
                    "the closed WebSocket counted as one request")
         assert status(proc, control)["workers"][0]["busy"] is False
-        with sync_client.connect(uri(proc), open_timeout=5) as ws:
+        with sync_client.connect(uri(proc, "/echo"), open_timeout=5) as ws:
             ws.send("bye")
             assert ws.recv(timeout=5) == "bye"
         # The second session reached max_requests: the worker is replaced.
         proc.wait_workers(lambda pids: pids and first not in pids)
-        with sync_client.connect(uri(proc), open_timeout=5) as ws:
+        with sync_client.connect(uri(proc, "/echo"), open_timeout=5) as ws:
             ws.send("pid")
             assert int(ws.recv(timeout=5)) != first
     finally:

@@ -24,8 +24,8 @@ import pytest
 
 from harness import pid_alive, wait_until
 from http_helpers import CALLS_ENV, Served
-from test_reload_load import (EVERY, HANDED_OVER, STEP, TIMEOUT, TROUBLE, answers,
-                              assert_clean, send_requests, under_load)
+from test_reload_load import (EVERY, STEP, TIMEOUT, TROUBLE, answers, assert_clean,
+                              send_requests, under_load, usr2_step)
 from load import finish_wrk, start_wrk
 
 pytestmark = pytest.mark.integration
@@ -66,14 +66,7 @@ def test_asgi_hup_under_wrk_loses_nothing(prefork_server, tmp_path, figures):
 def test_asgi_usr2_upgrades_under_wrk_lose_nothing(prefork_server, tmp_path, figures):
     server = serve(prefork_server, tmp_path).proc
     masters: List[int] = [server.pid]
-
-    def upgrade(n: int) -> None:
-        server.signal(signal.SIGUSR2)
-        new = int(server.wait_for(HANDED_OVER, count=n, timeout=STEP)[-1].group(1))
-        server.follow_master(new)
-        masters.append(new)
-
-    run = under_load(server, upgrade)
+    run = under_load(server, usr2_step(server, masters))
     figures(scenario=f"USR2 every {EVERY:g} s under wrk -c64", kind="asyncio",
             signals=run.steps, **run.counts())
     for old in masters[:-1]:

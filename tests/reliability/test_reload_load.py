@@ -205,18 +205,22 @@ def test_hup_under_wrk_loses_nothing(prefork_server, figures, kind):
     assert not (server.live_workers() & first)
 
 
-@pytest.mark.timeout(TIMEOUT + 30)
-def test_usr2_upgrades_under_wrk_lose_nothing(prefork_server, figures):
-    server = serve(prefork_server, "sync")
-    masters: List[int] = [server.pid]
-
+def usr2_step(server, masters: List[int]) -> Callable[[int], None]:
+    """The signal step of a USR2-under-load test: upgrade, then follow and note
+    the new master (``masters``)."""
     def upgrade(n: int) -> None:
         server.signal(signal.SIGUSR2)
         new = int(server.wait_for(HANDED_OVER, count=n, timeout=STEP)[-1].group(1))
         server.follow_master(new)
         masters.append(new)
+    return upgrade
 
-    run = under_load(server, upgrade)
+
+@pytest.mark.timeout(TIMEOUT + 30)
+def test_usr2_upgrades_under_wrk_lose_nothing(prefork_server, figures):
+    server = serve(prefork_server, "sync")
+    masters: List[int] = [server.pid]
+    run = under_load(server, usr2_step(server, masters))
     figures(scenario=f"USR2 every {EVERY:g} s under wrk -c64", kind="sync", signals=run.steps,
             **run.counts())
     # Every old master stopped by itself; the first one (our child) cleanly.
