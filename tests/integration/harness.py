@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "apps"
@@ -255,3 +255,26 @@ def echo_once(address: tuple, line: bytes = b"hello\n", timeout: float = 5.0) ->
             if not data:
                 return b"".join(chunks)
             chunks.append(data)
+
+
+def socket_fds(pid: int) -> Dict[str, int]:
+    """{socket inode: fd number} of the sockets ``pid`` holds, from /proc/PID/fd."""
+    held = {}
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            held[target[8:-1]] = int(fd.name)
+    return held
+
+
+def listening_inodes(pid: int, port: int) -> set:
+    """Inodes of the TCP sockets in LISTEN state on ``port`` that ``pid`` holds."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
+            inodes.add(fields[9])
+    return inodes & set(socket_fds(pid))

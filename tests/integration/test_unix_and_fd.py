@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import PreforkProcess, child_env, pid_alive, run_prefork, wait_until
+from harness import (PreforkProcess, child_env, listening_inodes, pid_alive, run_prefork,
+                     wait_until)
 from http_helpers import get, read_response
 
 pytestmark = pytest.mark.integration
@@ -181,20 +182,3 @@ def test_reuse_port_gives_each_worker_its_own_socket(prefork_server, tmp_path, k
     assert not listening_inodes(server.pid, address[1])     # the master's does not listen
     assert all(answers(kind, address) for _ in range(20))
 
-
-def listening_inodes(pid: int, port: int) -> set:
-    """Inodes of the TCP sockets in LISTEN state on ``port`` that ``pid`` holds."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
-            inodes.add(fields[9])
-    held = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            held.add(target[8:-1])
-    return inodes & held
