@@ -150,8 +150,10 @@ def test_a_worker_over_max_rss_is_recycled_without_a_failed_request(prefork_serv
 
 
 @pytest.mark.timeout(60)
-def test_max_rss_below_a_fresh_worker_is_turned_off_not_churned(prefork_server, tmp_path):
-    served = start(prefork_server, tmp_path, "router", "-w", "2", "-k", "sync",
+@pytest.mark.parametrize("kind", sorted(GROWERS))
+def test_max_rss_below_a_fresh_worker_is_turned_off_not_churned(prefork_server, tmp_path,
+                                                                kind):
+    served = start(prefork_server, tmp_path, GROWERS[kind], "-w", "2", "-k", kind,
                    "--max-rss", "1")
     server, address = served.proc, served.address
     server.wait_for(r"before serving any request, over max_rss \(1 MiB\): replacements would "
