@@ -22,16 +22,19 @@ import time
 from collections import Counter
 from pathlib import Path
 from statistics import median
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 Result = Dict[str, float]
 REPO = Path(__file__).resolve().parent.parent
 
 
 def parse_args(description: str, argv: Optional[List[str]],
-               workers: int = 2, base: bool = False) -> argparse.Namespace:
+               workers: int = 2, base: bool = False, wrk: bool = True,
+               extra: Optional[Callable[[argparse.ArgumentParser], None]] = None
+               ) -> argparse.Namespace:
     """The options every load benchmark takes (``--base`` where the script
-    supports it); exits when wrk is missing."""
+    supports it, and what ``extra`` adds to the parser); exits when wrk is
+    missing, unless the script brings its own client (``wrk=False``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=1)
@@ -50,10 +53,12 @@ def parse_args(description: str, argv: Optional[List[str]],
         parser.add_argument("--current", metavar="REV", default="",
                             help="with --base: measure this revision instead of the "
                                  "working tree (which others may be editing)")
+    if extra is not None:
+        extra(parser)
     args = parser.parse_args(argv)
     if base and args.current and not args.base:
         parser.error("--current needs --base")
-    if not shutil.which("wrk"):
+    if wrk and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     return args
 
@@ -213,12 +218,13 @@ def open_idle_connections(port: int, count: int) -> List[socket.socket]:
 
 
 def print_table(results: Dict[Tuple[str, str], List[Result]], modes: Sequence[str],
-                servers: Sequence[str], baseline: str) -> None:
+                servers: Sequence[str], baseline: str, unit: str = "req/s") -> None:
     """The median of each cell's rounds; with spreads, each round's connections per
-    worker and p99 (a p99 depends on how the connections were spread)."""
+    worker and p99 (a p99 depends on how the connections were spread).  ``unit``
+    names what the "rps" figures count."""
     spreads = any(r.get("spread") for runs in results.values() for r in runs)
-    print("| mode | server | req/s | p50 ms | p99 ms | errors | ratio |"
-          + (" each round: connections per worker, req/s, p99 ms |" if spreads else ""))
+    print(f"| mode | server | {unit} | p50 ms | p99 ms | errors | ratio |"
+          + (f" each round: connections per worker, {unit}, p99 ms |" if spreads else ""))
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if spreads else ""))
     for mode in modes:
         # A mode the baseline was not run in is compared with its first mode.
