@@ -130,11 +130,11 @@ def test_daemon_with_port_in_use_returns_4_naming_the_address(daemon, busy_port)
 
 
 @pytest.mark.timeout(30)
-def test_usr1_reopens_moved_error_and_access_logs(daemon, tmp_path):
+@pytest.mark.parametrize("target", ["wsgiapps:hello", "asgiapps:hello"])   # sync, asyncio
+def test_usr1_reopens_moved_error_and_access_logs(daemon, tmp_path, target):
     access = tmp_path / "access.log"
     d = daemon()
-    result = d.start("wsgiapps:hello", "-b", "127.0.0.1:0", "-w", "2",
-                     "--access-log", str(access))
+    result = d.start(target, "-b", "127.0.0.1:0", "-w", "2", "--access-log", str(access))
     assert result.returncode == 0, result.stderr + d.log()
     assert http_get(d.address(), "/before") == b"hello\n"
     wait_until(lambda: "/before" in access.read_text(), 5, "first access log line")
