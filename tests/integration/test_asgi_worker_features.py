@@ -115,7 +115,8 @@ def test_ttin_ttou_grow_and_shrink_the_pool_and_the_retired_worker_shuts_down(
 
     proc.signal(signal.SIGTTOU)
     proc.wait_for(r"TTOU: pool size 1")
-    (kept,) = proc.wait_workers(lambda pids: len(proc.live_workers()) == 1)
+    wait_until(lambda: len(proc.live_workers()) == 1, 10, "one worker left")
+    (kept,) = proc.live_workers()
     (retired,) = two - {kept}
     # Retired gracefully: its lifespan shutdown ran, then it left by itself.
     wait_until(lambda: retired in pids_of(served, "shutdown"), 10, "the retired one's shutdown")
