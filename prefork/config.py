@@ -12,10 +12,8 @@ the key and where it came from and maps to exit status 2.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Tuple
@@ -25,8 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.9/3.10 only
     import tomli as tomllib
 
+from . import config_checks as checks
 from . import scoreboard
-from .accounts import gid_of, uid_of
 from .errors import ConfigError
 
 
@@ -40,56 +38,6 @@ def setting(default: Any, help: str, *, flag: str = "", choices: Tuple[str, ...]
     meta = {"help": help, "flag": flag, "choices": choices, "minimum": minimum,
             "maximum": maximum, "metavar": metavar, "check": check}
     return field(default=default, metadata=meta)
-
-
-def _octal(value: str) -> str:
-    if value and not (value.isascii() and all(c in "01234567" for c in value)
-                      and int(value, 8) <= 0o777):
-        return "expected an octal mode such as 022"
-    return ""
-
-
-def _exists(lookup: Callable[[str], int]) -> Callable[[str], str]:
-    """A check that a user or group name exists (numeric ids are taken as they are)."""
-    def check(value: str) -> str:
-        if value:
-            try:
-                lookup(value)
-            except KeyError as exc:
-                return exc.args[0]
-        return ""
-    return check
-
-
-_user = _exists(uid_of)
-_group = _exists(gid_of)
-
-
-def _owner(value: str) -> str:
-    user, _, group = value.partition(":")
-    return _user(user) or _group(group)
-
-
-def _dotted(value: str) -> str:
-    """A hook: 'module:function' (or 'module.function'), imported when the master starts."""
-    if value and not _DOTTED.fullmatch(value):
-        return "expected a dotted path such as 'mypkg.hooks:on_starting'"
-    return ""
-
-
-_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*([:.][A-Za-z_]\w*)")
-
-
-def _directory(value: str) -> str:
-    if value and not os.path.isdir(value):
-        return f"no such directory {value!r}"
-    return ""
-
-
-def _event_loop(value: str) -> str:
-    if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
-        return "uvloop is not installed (pip install 'prefork[uvloop]'), or use 'auto'"
-    return ""
 
 
 CPU_COUNT = os.cpu_count() or 1
@@ -127,10 +75,10 @@ class Config:
         "one socket, waited on with EPOLLEXCLUSIVE where Linux has it.")
     unix_socket_mode: str = setting(
         "", "Mode of unix socket files, in octal (e.g. 660); '' leaves what the "
-        "umask gives.", metavar="MODE", check=_octal)
+        "umask gives.", metavar="MODE", check=checks.octal)
     unix_socket_owner: str = setting(
         "", "Owner of unix socket files: USER or USER:GROUP (names or ids); '' "
-        "leaves the master's.", metavar="USER[:GROUP]", check=_owner)
+        "leaves the master's.", metavar="USER[:GROUP]", check=checks.owner)
     max_packet_size: int = setting(
         8192, "UDP and unix datagram: the largest datagram read; longer ones are "
         "cut (as socketserver's UDPServer does).", minimum=1, maximum=65535, metavar="N")
@@ -211,7 +159,7 @@ class Config:
     loop: str = setting(
         "auto", "ASGI: the asyncio worker's event loop. auto: uvloop when it is "
         "installed (pip install 'prefork[uvloop]'), asyncio's own otherwise.",
-        choices=("auto", "asyncio", "uvloop"), check=_event_loop)
+        choices=("auto", "asyncio", "uvloop"), check=checks.event_loop)
     ws_max_size: int = setting(
         16 * 1024 * 1024, "WebSocket: largest message in bytes (whole, after its "
         "fragments are joined); larger closes the connection with 1009 (0 = no limit).",
@@ -245,25 +193,25 @@ class Config:
     on_starting: str = setting(
         "", "Hook 'module:function' called in the master before it binds: "
         "f(config). A hook that raises is logged; the master goes on.",
-        metavar="HOOK", check=_dotted)
+        metavar="HOOK", check=checks.dotted)
     when_ready: str = setting(
         "", "Hook called in the master each time a generation's workers are all "
-        "ready (start, reload, upgrade): f(config).", metavar="HOOK", check=_dotted)
+        "ready (start, reload, upgrade): f(config).", metavar="HOOK", check=checks.dotted)
     pre_fork: str = setting(
         "", "Hook called in the master just before a worker is forked: "
-        "f(config, worker).", metavar="HOOK", check=_dotted)
+        "f(config, worker).", metavar="HOOK", check=checks.dotted)
     post_fork: str = setting(
         "", "Hook called in a new worker before it loads the target: "
-        "f(config, worker).", metavar="HOOK", check=_dotted)
+        "f(config, worker).", metavar="HOOK", check=checks.dotted)
     worker_exit: str = setting(
         "", "Hook called in a worker after it stopped serving, before it exits "
-        "(not when it is killed): f(config, worker).", metavar="HOOK", check=_dotted)
+        "(not when it is killed): f(config, worker).", metavar="HOOK", check=checks.dotted)
     on_reload: str = setting(
         "", "Hook called in the master on HUP once the new config is loaded: "
-        "f(config).", metavar="HOOK", check=_dotted)
+        "f(config).", metavar="HOOK", check=checks.dotted)
     on_exit: str = setting(
         "", "Hook called in the master just before it exits: f(config).",
-        metavar="HOOK", check=_dotted)
+        metavar="HOOK", check=checks.dotted)
     daemon: bool = setting(
         False, "Detach into the background (python-daemon). The command returns "
         "once the workers are ready, or fails with the error and its exit status.")
@@ -277,16 +225,16 @@ class Config:
         metavar="PATH")
     user: str = setting(
         "", "Run workers as this user (name or uid), after binding as root.",
-        metavar="USER", check=_user)
+        metavar="USER", check=checks.user)
     group: str = setting(
         "", "Run workers with this group (name or gid); default: the user's group.",
-        metavar="GROUP", check=_group)
+        metavar="GROUP", check=checks.group)
     umask: str = setting(
         "", "File mode creation mask for the master and workers, in octal (e.g. "
-        "022); '' leaves it as inherited.", metavar="MODE", check=_octal)
+        "022); '' leaves it as inherited.", metavar="MODE", check=checks.octal)
     chdir: str = setting(
         "", "Change to this directory before loading the target (it is then "
-        "importable from there).", metavar="DIR", check=_directory)
+        "importable from there).", metavar="DIR", check=checks.directory)
     error_log: str = setting(
         "-", "Where log lines go: a file path, or '-' for standard error. "
         "USR1 reopens it.", metavar="PATH")
