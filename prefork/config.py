@@ -24,7 +24,7 @@ else:  # pragma: no cover - exercised on 3.9/3.10 only
     import tomli as tomllib
 
 from . import config_checks as checks
-from . import scoreboard
+from . import netlist, scoreboard
 from .errors import ConfigError
 
 
@@ -172,6 +172,45 @@ class Config:
         20.0, "WebSocket: seconds to wait for the pong (or any bytes) after a ping "
         "before the connection is closed with 1011 (0 = wait forever).", minimum=0.0,
         metavar="S")
+    certfile: str = setting(
+        "", "TLS: the server's certificate chain (PEM). With it, tls:// addresses are "
+        "served over TLS, and so is every TCP address when none is tls://.",
+        metavar="FILE")
+    keyfile: str = setting(
+        "", "TLS: the certificate's private key (PEM); '' if it is in certfile.",
+        metavar="FILE")
+    keyfile_password: str = setting(
+        "", "TLS: the password of an encrypted keyfile.", metavar="PASSWORD")
+    ca_certs: str = setting(
+        "", "TLS: the CA certificates (PEM) that client certificates are verified "
+        "against (mutual TLS; see cert_reqs).", metavar="FILE")
+    cert_reqs: str = setting(
+        "none", "TLS: ask clients for a certificate? none: never; optional: verified "
+        "if sent; required: no connection without a valid one.",
+        choices=("none", "optional", "required"))
+    ssl_min_version: str = setting(
+        "TLSv1.2", "TLS: the oldest protocol version accepted.",
+        choices=("TLSv1.2", "TLSv1.3"))
+    ciphers: str = setting(
+        "", "TLS: the TLS 1.2 cipher suites, in OpenSSL's list format ('' = "
+        "Python's secure default).", metavar="LIST")
+    proxy_protocol: str = setting(
+        "off", "Connections from proxy_allow_from start with a PROXY protocol header "
+        "(HAProxy, AWS NLB), whose source address becomes the client's. v1: the text "
+        "form; v2: the binary form; auto: either.", choices=("off", "v1", "v2", "auto"))
+    proxy_allow_from: str = setting(
+        "127.0.0.1,::1", "The peers whose PROXY headers are believed: addresses and "
+        "CIDR networks, comma separated, or '*'.", metavar="NETS", check=netlist.check)
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1,::1", "HTTP: the proxies whose X-Forwarded-For, X-Forwarded-Proto "
+        "and Forwarded headers set the client address and scheme: addresses and CIDR "
+        "networks, comma separated, or '*'; from other peers they change nothing.",
+        metavar="NETS", check=netlist.check)
+    forwarded_headers: str = setting(
+        "x-forwarded", "HTTP: which headers a trusted proxy speaks: X-Forwarded-For and "
+        "X-Forwarded-Proto, or RFC 7239 Forwarded. The other kind is ignored, since a "
+        "proxy passes a client's own copy of it through.",
+        choices=("x-forwarded", "forwarded"))
     access_log: str = setting(
         "", "HTTP: where to write the access log: a file path, '-' for standard "
         "output, '' for none. USR1 reopens it.", metavar="PATH")

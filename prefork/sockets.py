@@ -5,6 +5,7 @@ socketserver's four kinds or an inherited fd:
 
 =====================  ==================================
 ``HOST:PORT``          TCP (also ``tcp://``, ``[IPV6]:PORT``, ``:PORT``)
+``tls://HOST:PORT``    TCP, served over TLS
 ``udp://HOST:PORT``    UDP
 ``unix:/path``         unix stream socket
 ``unix-dgram:/path``   unix datagram socket
@@ -45,6 +46,7 @@ class BindSpec:
     type: int = STREAM
     path: str = ""       # unix sockets
     fd: int = -1         # fd://N
+    tls: bool = False    # tls://: the worker speaks TLS on it
 
     @property
     def inet(self) -> bool:
@@ -84,7 +86,9 @@ class Listener:
         if not port:    # reuse_port UDP: the master holds no bound socket, its workers do
             host, port = self.spec.host, self.spec.port
         where = f"[{host}]:{port}" if self.sock.family == socket.AF_INET6 else f"{host}:{port}"
-        return f"udp://{where}" if self.datagram else where
+        if self.datagram:
+            return f"udp://{where}"
+        return f"tls://{where}" if self.spec.tls else where
 
     def close(self, unlink: bool = False) -> None:
         """Close; with ``unlink``, also remove a unix socket's file (the master, at the end)."""
@@ -114,8 +118,10 @@ def parse(text: str) -> BindSpec:
         kind, rest = DGRAM, text[len("udp://"):]
     elif text.startswith("tcp://"):
         rest = text[len("tcp://"):]
+    elif text.startswith("tls://"):
+        rest = text[len("tls://"):]
     family, host, port = _host_port(text, rest)
-    return BindSpec(text, family, host, port, kind)
+    return BindSpec(text, family, host, port, kind, tls=text.startswith("tls://"))
 
 
 def _host_port(text: str, rest: str) -> Tuple[int, str, int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import socketserver
+import ssl
 import time
 from typing import Any, Callable, Optional, Set, Type
 
@@ -28,7 +29,7 @@ from .pooled import PooledServer
 logger = logging.getLogger("prefork")
 
 
-class TrackedSocket(socket.socket):
+class Tracking:
     """An accepted connection that knows whether its handler is waiting to read.
 
     A handler blocked in recv after it has replied is, for a keep-alive
@@ -36,16 +37,18 @@ class TrackedSocket(socket.socket):
     moment to end it (shutdown(SHUT_RD) makes the recv return EOF), instead
     of waiting idle_timeout for the client to go away.  One that has not
     replied yet is waiting for a first request and is left alone.
+
+    Mixed into a socket class: :class:`TrackedSocket` for plain
+    connections, :class:`TrackedSSLSocket` for TLS ones (the TLS context of
+    a worker serving handler classes makes its sockets of that class).
     """
 
-    __slots__ = ("waiting_since", "replied", "inflight")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.waiting_since = 0.0
-        self.replied = False     # only after a reply is a wait "between requests"
-        # request_timeout: a handler waiting for its client is not running.
-        self.inflight: Optional[RequestTimer] = None
+    __slots__ = ()
+    # Defaults for the TLS class, whose instances ssl makes without __init__.
+    waiting_since = 0.0
+    replied = False              # only after a reply is a wait "between requests"
+    # request_timeout: a handler waiting for its client is not running.
+    inflight: Optional[RequestTimer] = None
 
     def send(self, *args: Any) -> int:
         self.replied = True
@@ -75,9 +78,27 @@ class TrackedSocket(socket.socket):
             if timer is not None:
                 timer.resume()
 
+
+class TrackedSocket(Tracking, socket.socket):
+    """A plain connection, tracked."""
+
+    __slots__ = ("waiting_since", "replied", "inflight")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting_since = 0.0
+        self.replied = False
+        self.inflight = None
+
     @classmethod
-    def adopt(cls, conn: socket.socket) -> "TrackedSocket":
+    def adopt(cls, conn: socket.socket) -> "Tracking":
+        if isinstance(conn, Tracking):
+            return conn          # a TLS connection, made tracked by its context
         return cls(conn.family, conn.type, conn.proto, fileno=conn.detach())
+
+
+class TrackedSSLSocket(Tracking, ssl.SSLSocket):
+    """A TLS connection, tracked; already through its handshake when a handler gets it."""
 
 
 class HandlerServer(PooledServer):

@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import time
 from typing import Any, Callable, Dict, IO, Optional
 
+from .edge import tls_info
 from .http.connection import HttpConnection
 from .http.environ import base_environ, build_environ
 from .http.exchange import Exchange, FileWrapper
@@ -84,15 +86,24 @@ class WSGIServer(HttpListener):
     """What connections on one listener share; ``accepted`` makes a connection."""
 
     def __init__(self, sock: socket.socket, app: Callable, config: Any, multithread: bool,
-                 access_log: Optional[AccessLog]) -> None:
+                 access_log: Optional[AccessLog], tls: bool = False) -> None:
         super().__init__(sock, app, config, access_log)
         self.body_buffer_size = config.body_buffer_size
         self.high_water = 256 * 1024
         self._base = base_environ(sock.getsockname(), multithread, config.root_path, FileWrapper)
+        if tls:      # its connections come through the edge's handshake (servers/edge/)
+            self._base.update({"wsgi.url_scheme": "https", "HTTPS": "on"})
 
-    def accepted(self, conn: socket.socket, address: Any, loop: Any) -> None:
+    def accepted(self, conn: socket.socket, address: Any, loop: Any) -> HttpConnection:
         conn.setblocking(False)      # TCP_NODELAY comes from the listener
-        HttpConnection(conn, address, self, loop)
+        return HttpConnection(conn, address, self, loop)
+
+    def tls_environ(self, conn: socket.socket) -> Optional[Dict[str, str]]:
+        """What a TLS connection adds to each request's environ (its client
+        certificate, protocol, cipher); None for a plain one."""
+        if not isinstance(conn, ssl.SSLSocket):
+            return None
+        return tls_info.wsgi_environ(conn)
 
     def environ(self, request: Request, body: IO[bytes], length: int,
                 address: Any) -> Dict[str, Any]:
@@ -100,5 +111,5 @@ class WSGIServer(HttpListener):
 
     def log_access(self, connection: HttpConnection, request: Request,
                    exchange: Exchange) -> None:
-        self._write_access(connection.address, request, exchange.code,
+        self._write_access(connection.client, request, exchange.code,
                            exchange.body_bytes, connection.started)

@@ -8,12 +8,24 @@ master's sockets instead of binding them again.
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Iterable, List, Optional, Sequence
 
 from ..accounts import gid_of, uid_of
 from ..config import Config
 from ..errors import BindError
+from ..servers.edge.server import tls_listeners
+from ..servers.edge.tls import server_context
 from ..sockets import DGRAM, BindOptions, BindSpec, Listener, bind, resolve
+
+
+def tls_context(config: Config, bound: Sequence[Listener]) -> Optional[ssl.SSLContext]:
+    """A generation's TLS context, its files read now (a HUP reads them again, so a
+    renewed certificate takes effect); None when no listener speaks TLS.  A file
+    that cannot be loaded is a ConfigError naming its key."""
+    if not any(tls_listeners(bound, config.certfile)):
+        return None
+    return server_context(config, alpn=())      # each worker offers what it speaks
 
 
 class ListenerSet:

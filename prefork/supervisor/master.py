@@ -41,7 +41,7 @@ from .daemon import NOT_DAEMON, Readiness
 from .events import (ChildExited, RecycleWanted, Signal, Start, Tick, UpgradeFailed,
                      UpgradeReady, WorkerReady)
 from .holdings import Holdings, adopt_listeners, open_inherited
-from .listeners import ListenerSet, bind_options
+from .listeners import ListenerSet, bind_options, tls_context
 from .performers import Performer
 from .pidfile import PidFile
 from .spawn import MASTER_SIGNALS, Generation
@@ -107,8 +107,9 @@ class Master(Performer):
             bound = self.listeners.acquire(sockets.parse_all(self.config.bind))
             self.listeners.close_spares()
         self._log_fresh_listeners()
+        tls = tls_context(self.config, bound)
         self.generations[self.arbiter.generation] = Generation(
-            self.config, spec, bound, self.hooks, self._preload(spec, bound))
+            self.config, spec, bound, self.hooks, self._preload(spec, bound), tls)
         open_inherited(self.holdings, self.inheritance, self.config.control_socket,
                        self.config.metrics_bind, self._respond, self._render_metrics)
 

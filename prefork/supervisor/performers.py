@@ -31,7 +31,7 @@ from .events import (CloseListeners, Exit, HandOver, Kill, LoadConfig, Log, NewG
                      Notify, Refused, Reload, ReloadFailed, ReopenLogs, Spawn, Spawned,
                      SpawnFailed, StartUpgrade, UpgradeFailed, UpgradeStarted)
 from .holdings import Holdings
-from .listeners import ListenerSet
+from .listeners import ListenerSet, tls_context
 from .spawn import MASTER_SIGNALS, ChildSetup, Generation, become_worker
 from .upgrade import Inheritance, Upgrade
 
@@ -157,6 +157,7 @@ class Performer:
             if self.identity is not None:   # a new log file: workers must be able to reopen it
                 privileges.hand_over([config.error_log, config.access_log], self.identity)
             hooks = Hooks(config)
+            tls = tls_context(config, bound)
             self.holdings.rebind_metrics(config.metrics_bind, self._render_metrics)
         except PreforkError as exc:
             return ReloadFailed(str(exc))
@@ -164,7 +165,7 @@ class Performer:
         hooks.call("on_reload", config)
         return Reload(config.workers, config.timeout, config.graceful_timeout,
                       config.request_timeout, config.max_rss, config.preload,
-                      config.upgrade_timeout, payload=Generation(config, spec, bound, hooks))
+                      config.upgrade_timeout, payload=Generation(config, spec, bound, hooks, tls=tls))
 
     def _new_generation(self, action: NewGeneration) -> None:
         self.generations[action.number] = action.payload

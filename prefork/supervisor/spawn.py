@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import ssl
 from dataclasses import dataclass, replace
 from typing import List, NoReturn, Optional
 
@@ -50,6 +51,7 @@ class Generation:
     listeners: List[sockets.Listener]
     hooks: Hooks
     app: object = None     # the preloaded target, if preload is on
+    tls: Optional[ssl.SSLContext] = None    # for its TLS listeners, loaded by the master
 
 
 @dataclass
@@ -89,7 +91,8 @@ def become_worker(setup: ChildSetup, action: Spawn, generation: Generation,
             privileges.drop(setup.identity)
         ctx = WorkerContext(generation.config, generation.target, action.generation,
                             action.slot, listeners, setup.scoreboard,
-                            setup.reports, setup.alive_r, generation.hooks, generation.app)
+                            setup.reports, setup.alive_r, generation.hooks, generation.app,
+                            generation.tls)
     except BaseException:
         logger.exception("worker setup failed")
         log.flush()

@@ -18,6 +18,7 @@ import os
 import random
 import resource
 import signal
+import ssl
 import sys
 from dataclasses import dataclass
 from typing import Callable, List, NoReturn, Optional
@@ -30,7 +31,8 @@ from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_TARGET, TargetError
 from ..servers.asgi.lifespan import Lifespan, LifespanFailure
 from ..servers.asgi.server import ASGIServer
 from ..servers.datagram import DatagramServer
-from ..servers.stream import HandlerServer
+from ..servers.edge.server import tls_listeners, wrap_servers
+from ..servers.stream import HandlerServer, TrackedSSLSocket
 from ..hooks import NO_HOOKS, Hooks, WorkerInfo
 from ..servers.wsgi import AccessLog, WSGIServer
 from ..reports import BOOT_ERROR, READY, RECYCLE, ReportPipe
@@ -77,6 +79,7 @@ class WorkerContext:
     alive_fd: int
     hooks: Hooks = NO_HOOKS
     app: object = None      # the target, when the master preloaded it
+    tls: Optional[ssl.SSLContext] = None    # the generation's, for its TLS listeners
 
 
 def _arm_idle_closing(servers: List[object], sync: bool) -> None:
@@ -154,17 +157,26 @@ def _run(ctx: WorkerContext) -> int:
                 access_log.reopen()
             logger.info("reopened log files")
 
+    tls = tls_listeners(ctx.listeners, config.certfile)
+    if ctx.tls is not None:
+        # The worker's own copy of the context: what it offers is its own business.
+        if is_handler:
+            ctx.tls.sslsocket_class = TrackedSSLSocket
+        else:
+            ctx.tls.set_alpn_protocols(["http/1.1"])
     if kind == "asyncio":
         return _serve_asgi(ctx, app, slot, info, pid, signals, access_log, on_signal,
-                           on_request_done)
+                           on_request_done, tls)
     dispatcher = SyncDispatcher() if kind == "sync" else ThreadDispatcher(config.threads)
     if is_handler:
         servers = [DatagramServer(l.sock, app, config.max_packet_size) if l.datagram
                    else HandlerServer(l.sock, app, config.idle_timeout) for l in ctx.listeners]
     else:
-        servers = [WSGIServer(l.sock, app, config, kind == "thread", access_log)
-                   for l in ctx.listeners]
+        servers = [WSGIServer(l.sock, app, config, kind == "thread", access_log, secure)
+                   for l, secure in zip(ctx.listeners, tls)]
     _arm_idle_closing(servers, sync=kind == "sync")
+    servers = wrap_servers(servers, ctx.listeners, tls, config, ctx.tls, http=not is_handler,
+                           handshake_inside=False)
     loop = ServeLoop(servers, dispatcher, slot, signals, ctx.alive_fd,
                      config.graceful_timeout, on_signal, on_request_done,
                      max_connections=0 if is_handler else config.worker_connections,
@@ -207,16 +219,19 @@ def _recycler(ctx: WorkerContext, slot: object, pid: int) -> Callable[[], None]:
 
 def _serve_asgi(ctx: WorkerContext, app: object, slot: object, info: WorkerInfo, pid: int,
                 signals: SignalPipe, access_log: Optional[AccessLog], on_signal: Callable[[int], None],
-                on_request_done: Callable[[], None]) -> int:
+                on_request_done: Callable[[], None], tls: List[bool]) -> int:
     """The asyncio worker: lifespan startup (a failure is a boot failure), ready, serve,
     then lifespan shutdown once the last request of a graceful stop is done."""
     config = ctx.config
     signal.signal(signal.SIGQUIT, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
     lifespan = Lifespan(app, config.lifespan, config.timeout)
-    servers = [ASGIServer(l.sock, app, config, access_log, lifespan.state)
-               for l in ctx.listeners]
-    loop = AsyncioLoop(servers, slot, signals, ctx.alive_fd, config.graceful_timeout,
+    servers = [ASGIServer(l.sock, app, config, access_log, lifespan.state,
+                          ctx.tls if secure else None)
+               for l, secure in zip(ctx.listeners, tls)]
+    edged = wrap_servers(servers, ctx.listeners, tls, config, ctx.tls, http=True,
+                         handshake_inside=True)
+    loop = AsyncioLoop(edged, slot, signals, ctx.alive_fd, config.graceful_timeout,
                        on_signal, on_request_done, config.worker_connections, config.loop)
     try:
         loop.boot(lifespan.startup)

@@ -296,3 +296,11 @@ def test_the_address_the_trusted_proxy_appended_always_wins(spoofed: List[str],
     assert host(xff(*spoofed, client)) == client
     forwarded = ", ".join([f'for="[{a}]"' if ":" in a else f"for={a}" for a in spoofed])
     assert host(fwd(*([forwarded] if forwarded else []), f"for={client}")) == client
+
+
+def test_a_named_kind_ignores_the_other() -> None:
+    # Behind nginx (X-Forwarded-For appended), a client's own Forwarded passes through.
+    headers = [("Forwarded", "for=6.6.6.6"), ("X-Forwarded-For", "1.2.3.4")]
+    assert resolve(PROXY, headers, TRUSTED, "x-forwarded") == Forwarded("1.2.3.4", None, None)
+    assert resolve(PROXY, headers, TRUSTED, "forwarded") == Forwarded("6.6.6.6", None, None)
+    assert resolve(PROXY, [("Forwarded", "for=6.6.6.6")], TRUSTED, "x-forwarded") is None

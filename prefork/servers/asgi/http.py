@@ -65,15 +65,18 @@ class AsgiConnection(AppRunning, asyncio.Protocol):
     :class:`~.running.AppRunning`'s.
     """
 
-    __slots__ = ("server", "aloop", "loop", "address", "transport", "proto", "cycle",
-                 "reading", "write_paused", "closed", "unsent", "sending_file", "handover",
-                 "eof_seen", "_drains")
+    __slots__ = ("server", "aloop", "loop", "address", "client", "trusted", "tls", "transport",
+                 "proto", "cycle", "reading", "write_paused", "closed", "unsent", "sending_file",
+                 "handover", "eof_seen", "_drains")
 
     def __init__(self, server: Any, aloop: Any, address: Any) -> None:
         self.server = server
         self.aloop = aloop
         self.loop = aloop.loop
         self.address = address
+        self.client = address          # the current request's (a trusted proxy may say)
+        self.trusted = server.trusts(address)
+        self.tls: Any = None           # the scope's tls extension, on a TLS connection
         self.transport: Any = None
         self.proto = HttpProtocol(server.limits, server.header_timeout, server.client_timeout,
                                   server.keepalive, monotonic())
@@ -92,6 +95,8 @@ class AsgiConnection(AppRunning, asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        if self.server.tls is not None:
+            self.tls = self.server.tls_extension(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.handover is not None:
@@ -112,7 +117,9 @@ class AsgiConnection(AppRunning, asyncio.Protocol):
         cycle = self.cycle
         if cycle is not None and not proto.in_body:
             cycle.peer_gone()
-        return True                # half-closed: our side stays open for the response
+        # Half-closed: our side stays open for the response.  (asyncio's TLS
+        # transport cannot half-close, and says so if asked.)
+        return self.tls is None
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
@@ -279,7 +286,7 @@ class AsgiConnection(AppRunning, asyncio.Protocol):
         proto = self.proto
         request = proto.request
         server = self.server
-        scope = server.scope(request, self.address)
+        scope = server.scope(request, self)
         if request.upgrade and wants_websocket(request) and self._hand_over(request, scope):
             return
         self.cycle = cycle = Cycle(self, request, scope, body, proto.keep_alive, proto.started)

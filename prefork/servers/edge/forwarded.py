@@ -5,11 +5,14 @@ says who the client was in a header.  Anyone can send such a header, so it
 is believed only when the peer is in the trusted list, and only as far as
 the chain of hops runs through trusted proxies.
 
-Which header: RFC 7239 ``Forwarded`` if the request has one (even an empty
-or malformed one), else ``X-Forwarded-For`` and ``X-Forwarded-Proto``; the
-two kinds are never mixed.  The proxy must therefore set, or strip, the kind
-it does not use: one that only appends ``X-Forwarded-For`` while passing a
-client's ``Forwarded`` through lets the client choose its address.
+Which header: the operator says (``kind``, the ``forwarded_headers``
+setting): ``X-Forwarded-For`` and ``X-Forwarded-Proto`` (what nginx,
+ingresses and cloud balancers send), or RFC 7239 ``Forwarded``.  The other
+kind is ignored: a proxy that appends ``X-Forwarded-For`` passes a client's
+own ``Forwarded`` through untouched, and believing it would let the client
+choose its address.  ``kind="auto"`` takes ``Forwarded`` if the request has
+one (even an empty or malformed one), else the X- pair, never mixing them;
+it is safe only behind proxies that set or strip both.
 
 The chain rule: each proxy appends the address it received the request
 from, so the list reads client first, nearest hop last, and only its right
@@ -43,6 +46,8 @@ from ...netlist import Networks, ip
 Hop = Optional[Tuple[str, Optional[int]]]
 
 SCHEMES = ("http", "https")
+KINDS = {"x-forwarded": ("x-forwarded-for", "x-forwarded-proto"), "forwarded": ("forwarded",),
+         "auto": ("forwarded", "x-forwarded-for", "x-forwarded-proto")}
 
 # RFC 7239 section 4: forwarded-pair = token "=" value, value = token / quoted-string.
 # Unquoted values also take ':' and brackets: proxies that write
@@ -74,7 +79,7 @@ class Forwarded:
 
 
 def resolve(peer_host: Optional[str], headers: Sequence[Tuple[str, str]],
-            trusted: Networks) -> Optional[Forwarded]:
+            trusted: Networks, kind: str = "auto") -> Optional[Forwarded]:
     """The client address and scheme that ``headers`` (name as sent, value)
     establish for a request from ``peer_host`` (None or a non-IP string for a
     unix socket peer, judged as :meth:`Networks.allows` does).
@@ -84,10 +89,11 @@ def resolve(peer_host: Optional[str], headers: Sequence[Tuple[str, str]],
     """
     if not trusted.allows(peer_host):
         return None
+    wanted = KINDS[kind]
     fields: Dict[str, List[str]] = {}
     for name, value in headers:
         lowered = name.lower()
-        if lowered in ("forwarded", "x-forwarded-for", "x-forwarded-proto"):
+        if lowered in wanted:
             fields.setdefault(lowered, []).append(value)
     if "forwarded" in fields:
         elements = [element for value in fields["forwarded"] for element in _elements(value)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import struct
 import tempfile
 from time import monotonic
@@ -33,6 +34,9 @@ from .response import CONTINUE
 
 RECV_SIZE = 64 * 1024   # below malloc's mmap threshold: no mmap/munmap per recv
 _RESET = struct.pack("ii", 1, 0)   # struct linger {l_onoff 1, l_linger 0}: close sends RST
+# "Not now" from a non-blocking socket; a TLS one (edge/arrival.py) says it its own way.
+_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+FILE_BLOCK = 256 * 1024   # a file range read and sent per step where sendfile cannot be used
 
 
 class EmptyInput:
@@ -62,13 +66,17 @@ EMPTY_INPUT = EmptyInput()
 class HttpConnection:
     """Drive one client socket through requests; see the module docstring."""
 
-    __slots__ = ("sock", "address", "server", "loop", "proto", "closed", "body", "exchange",
-                 "_events", "_driving", "_next", "_in_job", "__weakref__")
+    __slots__ = ("sock", "address", "client", "server", "loop", "proto", "closed", "body",
+                 "exchange", "trusted", "tls", "_events", "_driving", "_next", "_in_job",
+                 "__weakref__")
 
     def __init__(self, sock: socket.socket, address: Any, server: Any, loop: Any) -> None:
         self.sock = sock
         self.address = address
+        self.client = address        # the current request's: forwarded by a trusted proxy
         self.server = server
+        self.trusted = server.trusts(address)
+        self.tls = server.tls_environ(sock)
         self.loop = loop
         self.proto = HttpProtocol(server.limits, server.header_timeout, server.client_timeout,
                                   server.keepalive, monotonic())
@@ -110,7 +118,7 @@ class HttpConnection:
     def _on_readable(self) -> None:
         try:
             data = self.sock.recv(RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+        except _AGAIN:
             return
         except OSError:
             self.close()
@@ -164,7 +172,7 @@ class HttpConnection:
                 if action == SEND:
                     try:
                         sent = self.sock.send(proto.out)
-                    except (BlockingIOError, InterruptedError):
+                    except _AGAIN:
                         sent = 0
                     except OSError:
                         self.close()
@@ -240,7 +248,17 @@ class HttpConnection:
             length = body.tell()
             body.seek(0)
         proto = self.proto
-        environ = server.environ(proto.request, body, length, self.address)
+        request = proto.request
+        client, scheme = self.address, None
+        if self.trusted:
+            client, scheme = server.forwarded_client(request, client)
+        self.client = client
+        environ = server.environ(request, body, length, client)
+        if self.tls is not None:
+            environ.update(self.tls)
+        if scheme is not None:
+            environ["wsgi.url_scheme"] = scheme
+            environ["HTTPS"] = "on" if scheme == "https" else "off"
         self.exchange = exchange = Exchange(server.app, environ, proto.request,
                                             server.high_water, proto.keep_alive)
         if self.loop.multithread:
@@ -275,8 +293,12 @@ class HttpConnection:
     def _sendfile(self) -> int:
         fd, offset, count = self.proto.file
         try:
-            sent = os.sendfile(self.sock.fileno(), fd, offset, count)
-        except (BlockingIOError, InterruptedError):
+            if isinstance(self.sock, ssl.SSLSocket):
+                # The kernel would send the file's bytes past TLS: read and send them.
+                sent = self.sock.send(os.pread(fd, min(count, FILE_BLOCK), offset))
+            else:
+                sent = os.sendfile(self.sock.fileno(), fd, offset, count)
+        except _AGAIN:
             sent = 0
         except OSError:
             self.close()

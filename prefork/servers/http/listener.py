@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
+from ... import netlist
+from ..edge import forwarded
 from .parser import Limits, Request
 
 
@@ -40,13 +42,32 @@ class HttpListener:
         self.client_timeout = config.client_timeout
         self.keepalive = config.keepalive
         self.access_log = access_log
+        self.forwarded_allow = netlist.parse(config.forwarded_allow_ips)
+        self.forwarded_kind = config.forwarded_headers
         if sock.family in (socket.AF_INET, socket.AF_INET6) and hasattr(socket, "TCP_DEFER_ACCEPT"):
             # Accept a connection once its request has arrived: one wakeup
             # fewer per connection, and idle connects never reach a worker.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
 
-    def accepted(self, conn: socket.socket, address: Any, loop: Any) -> None:
+    def accepted(self, conn: socket.socket, address: Any, loop: Any) -> Any:
+        """Make the connection (returned, so that a stopping edge can stop it)."""
         raise NotImplementedError
+
+    def trusts(self, address: Any) -> bool:
+        """Does the peer at ``address`` vouch for its clients (forwarded_allow_ips)?
+        Asked once per connection; its requests' forwarding headers are read only then."""
+        return self.forwarded_allow.allows(address[0] if isinstance(address, tuple) else None)
+
+    def forwarded_client(self, request: Request, address: Any) -> Tuple[Any, Optional[str]]:
+        """(the client's address, the scheme or None) as a trusted peer's headers say;
+        ``address`` and None when they say nothing."""
+        said = forwarded.resolve(address[0] if isinstance(address, tuple) else None,
+                                 request.headers, self.forwarded_allow, self.forwarded_kind)
+        if said is None:
+            return address, None
+        if said.host is not None:
+            address = (said.host, said.port if said.port is not None else 0)
+        return address, said.scheme
 
     def _write_access(self, address: Any, request: Optional[Request], code: int,
                       size: int, started: float) -> None:
