@@ -7,6 +7,7 @@ master's sockets instead of binding them again.
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from typing import Iterable, List, Optional, Sequence
@@ -18,14 +19,20 @@ from ..servers.edge.server import tls_listeners
 from ..servers.edge.tls import server_context
 from ..sockets import DGRAM, BindOptions, BindSpec, Listener, bind, resolve
 
+logger = logging.getLogger("prefork")
+
 
 def tls_context(config: Config, bound: Sequence[Listener]) -> Optional[ssl.SSLContext]:
     """A generation's TLS context, its files read now (a HUP reads them again, so a
     renewed certificate takes effect); None when no listener speaks TLS.  A file
     that cannot be loaded is a ConfigError naming its key."""
-    if not any(tls_listeners(bound, config.certfile)):
+    speaks = tls_listeners(bound, config.certfile)
+    if not any(speaks):
         return None
-    return server_context(config, alpn=())      # each worker offers what it speaks
+    context = server_context(config, alpn=())      # each worker offers what it speaks
+    logger.info("TLS on %s with the certificate in %s",
+                ", ".join(l.name for l, tls in zip(bound, speaks) if tls), config.certfile)
+    return context
 
 
 class ListenerSet:

@@ -165,7 +165,8 @@ class Performer:
         hooks.call("on_reload", config)
         return Reload(config.workers, config.timeout, config.graceful_timeout,
                       config.request_timeout, config.max_rss, config.preload,
-                      config.upgrade_timeout, payload=Generation(config, spec, bound, hooks, tls=tls))
+                      config.upgrade_timeout,
+                      payload=Generation(config, spec, bound, hooks, tls=tls))
 
     def _new_generation(self, action: NewGeneration) -> None:
         self.generations[action.number] = action.payload
