@@ -14,16 +14,17 @@ and uvicorn do) unless the list is empty.
 from __future__ import annotations
 
 import ipaddress
-from typing import FrozenSet, Optional, Tuple, Union
+from typing import Dict, FrozenSet, Optional, Tuple, Union
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+SEEN_MAX = 4096
 
 
 class Networks:
     """A parsed allow-list; see the module docstring."""
 
-    __slots__ = ("text", "everyone", "_exact", "_ranges")
+    __slots__ = ("text", "everyone", "_exact", "_ranges", "_seen")
 
     def __init__(self, text: str, everyone: bool, exact: FrozenSet[Address],
                  ranges: Tuple[Network, ...]) -> None:
@@ -31,13 +32,26 @@ class Networks:
         self.everyone = everyone
         self._exact = exact          # single addresses: one set lookup
         self._ranges = ranges
+        # Peers repeat (the proxy, the balancer): an answer per address string,
+        # bounded, spares parsing it on every connection.
+        self._seen: Dict[str, bool] = {}
 
     def allows(self, host: object) -> bool:
         """Is ``host`` (an IP address string; anything else is a unix socket peer)
         in the list?"""
         if self.everyone:
             return True
-        address = ip(host) if isinstance(host, str) else None
+        if isinstance(host, str):
+            known = self._seen.get(host)
+            if known is None:
+                known = self._judge(host)
+                if len(self._seen) < SEEN_MAX:
+                    self._seen[host] = known
+            return known
+        return bool(self._exact or self._ranges)     # a unix socket peer
+
+    def _judge(self, host: str) -> bool:
+        address = ip(host)
         if address is None:
             return bool(self._exact or self._ranges)     # a unix socket peer
         if address in self._exact:

@@ -87,14 +87,15 @@ def resolve(peer_host: Optional[str], headers: Sequence[Tuple[str, str]],
     None when nothing changes: the peer is not trusted, no forwarding header
     is present, or what is present yields neither an address nor a scheme.
     """
-    if not trusted.allows(peer_host):
-        return None
     wanted = KINDS[kind]
     fields: Dict[str, List[str]] = {}
     for name, value in headers:
         lowered = name.lower()
         if lowered in wanted:
             fields.setdefault(lowered, []).append(value)
+    # The usual request has no such header: it costs this scan, no address parsing.
+    if not fields or not trusted.allows(peer_host):
+        return None
     if "forwarded" in fields:
         elements = [element for value in fields["forwarded"] for element in _elements(value)]
         hops = [_node(element.get("for")) if element is not None else None
