@@ -152,10 +152,13 @@ def _prepare(config: config_mod.Config, chdir: bool = True) -> config_mod.Config
 
 def check(args: argparse.Namespace) -> int:
     from .hooks import Hooks
+    from .servers.edge.tls import server_context
 
     config = _load(args)
     specs = sockets.parse_all(config.bind)
     Hooks(config)      # a hook path that does not import fails here as it would in serve
+    if config.certfile or any(s.tls for s in specs):
+        server_context(config)      # the certificate files load, or their key is named
     spec = target.parse(config.target)
     obj = target.load_servable(spec)
     # An fd://N socket's kind is only known once it is open, in serve.
