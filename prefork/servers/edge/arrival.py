@@ -104,8 +104,10 @@ class Arrival:
             return False
         info = parse(self.header + data, self.edge.proxy)
         if info is None:
-            # Not complete yet: everything seen belongs to the header.
+            # Not complete yet: everything seen belongs to the header.  Watch for the
+            # rest (the peek found these bytes there, so nothing may be watching yet).
             self.header += self.sock.recv(len(data))
+            self._watch.on(self.sock, selectors.EVENT_READ, self._step)
             return False
         _consume(self.sock, info.length - len(self.header))
         if info.source is not None:
