@@ -104,6 +104,11 @@ class PreforkProcess:
     def address(self) -> tuple:
         return self.addresses()[0]
 
+    def tls_addresses(self) -> List[tuple]:
+        """The tls:// addresses (which addresses() leaves out), as (host, port)."""
+        return [(m.group(1).strip("[]"), int(m.group(2)))
+                for m in self.wait_for(r"listening at tls://(\[?[^\s\]]+\]?):(\d+)")]
+
     def _note_pids(self) -> None:
         for m in re.finditer(r"\[(\d+)\] \[\w+\] worker ready", self.log()):
             self.seen_pids.add(int(m.group(1)))
