@@ -262,15 +262,8 @@ def test_a_proxy_header_in_pieces(prefork_server, certs, tmp_path, figures, kind
     edge.unharmed()
 
 
-ASYNCIO_RESTARTS = pytest.mark.xfail(strict=True, reason=(
-    "the asyncio worker's edge hands the connection over at the first byte of the "
-    "ClientHello and asyncio's handshake gets a whole new ssl_handshake_timeout "
-    "(header_timeout) from there: up to 2 x header_timeout from the accept"))
-
-
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind", [pytest.param(kind, marks=ASYNCIO_RESTARTS)
-                                  if kind == "asyncio-asgi" else kind for kind in KINDS])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_late_client_hello_gets_what_is_left_of_header_timeout(prefork_server, certs,
                                                                  tmp_path, figures, kind):
     """A PROXY header at once (so the accept is at once, TCP_DEFER_ACCEPT or not), the

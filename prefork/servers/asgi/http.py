@@ -149,8 +149,8 @@ class AsgiConnection(AppRunning, asyncio.Protocol):
     # -- the loop's calls (contracts.Parked) -----------------------------------
 
     def tick(self, now: float) -> None:
-        if self.handover is not None or self.closed:
-            return
+        if self.handover is not None or self.closed or self.transport is None:
+            return        # (no transport yet: a TLS handshake, under its own deadline)
         cycle, limit = self.cycle, self.server.request_timeout
         if limit and cycle is not None and not cycle.response_done and now - cycle.started > limit:
             self._time_out(cycle, limit)

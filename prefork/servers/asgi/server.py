@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from time import monotonic
 from typing import Any, Callable, Dict, Optional
 
 from ..edge import tls_info
@@ -41,14 +42,18 @@ class ASGIServer(HttpListener):
         if tls is not None:
             self._base["scheme"] = "https"
 
-    def accepted(self, conn: socket.socket, address: Any, loop: Any) -> AsgiConnection:
+    def accepted(self, conn: socket.socket, address: Any, loop: Any,
+                 deadline: Optional[float] = None) -> AsgiConnection:
+        """``deadline``: when the TLS handshake must be over (the edge's, which began
+        at the accept); header_timeout from now without one."""
         conn.setblocking(False)
         protocol = AsgiConnection(self, loop, address)
         ev = loop.loop
         make = getattr(ev, "_make_socket_transport", None)
         if self.tls is not None:
+            left = self.header_timeout if deadline is None else max(deadline - monotonic(), 0.1)
             task = ev.create_task(ev.connect_accepted_socket(
-                lambda: protocol, conn, ssl=self.tls, ssl_handshake_timeout=self.header_timeout))
+                lambda: protocol, conn, ssl=self.tls, ssl_handshake_timeout=left))
             task.add_done_callback(lambda t: _failed_transport(t, protocol, conn))
         elif make is not None:
             # asyncio's own loop: the transport made at once, as its accept loop

@@ -168,7 +168,11 @@ class Arrival:
     def _hand_over(self) -> None:
         self._watch.stop()
         self.loop.forget(self)
-        connection = self.edge.inner.accepted(self.sock, self.address, self.loop)
+        if self.edge.handshake_inside:     # the handshake is still to come, by our deadline
+            connection = self.edge.inner.accepted(self.sock, self.address, self.loop,
+                                                  deadline=self.deadline)
+        else:
+            connection = self.edge.inner.accepted(self.sock, self.address, self.loop)
         if self.stopping and connection is not None:
             connection.stop()
 
