@@ -144,8 +144,9 @@ class Config:
         1024 * 1024, "HTTP: request bodies up to this many bytes are kept in memory, "
         "larger ones are spooled to a temporary file.", minimum=0, metavar="N")
     worker_connections: int = setting(
-        1000, "HTTP: most open connections per worker; at the limit the worker "
-        "stops accepting.", minimum=1, metavar="N")
+        1000, "Most open HTTP connections per worker (for handler classes: most "
+        "connections still in their TLS handshake or PROXY header); at the limit the "
+        "worker stops accepting.", minimum=1, metavar="N")
     root_path: str = setting(
         "", "HTTP: the path the app is mounted at, e.g. /api ('' = the root): WSGI's "
         "SCRIPT_NAME, ASGI's root_path.",

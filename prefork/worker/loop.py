@@ -51,9 +51,11 @@ class ServeLoop(LoopDuties):
     def __init__(self, servers: Sequence[Union[StreamServer, PacketServer]], dispatcher: Any,
                  slot: WorkerSlot, signals: Any, alive_fd: int, graceful_timeout: float,
                  on_signal: Callable[[int], None], on_request_done: Callable[[], None],
-                 max_connections: int = 0, inflight: Optional[Tracker] = None) -> None:
+                 max_connections: int = 0, inflight: Optional[Tracker] = None,
+                 needs_thread: bool = False) -> None:
         self._init_duties(slot, signals, alive_fd, graceful_timeout, on_signal,
                           on_request_done, max_connections)
+        self.needs_thread = needs_thread
         self.servers = servers
         self.dispatcher = dispatcher
         self.multithread = dispatcher.multithread
@@ -78,15 +80,17 @@ class ServeLoop(LoopDuties):
     def _has_room(self) -> bool:
         """May this worker accept another connection now?
 
-        With ``max_connections`` (HTTP: connections wait in the selector and
-        their requests queue fairly for a thread) only the connection count
-        limits accepting.  Otherwise (handler classes: a connection takes a
-        thread for its whole life) a free thread is needed.  Gating HTTP on
-        free threads would starve new connections behind busy keep-alive ones.
+        HTTP connections wait in the selector and their requests queue fairly
+        for a thread: only their count (``max_connections``) limits accepting.
+        A handler class's connection takes a thread for its whole life
+        (``needs_thread``): a free thread is needed too, and what is parked is
+        only connections still in their TLS handshake or PROXY header, which
+        ``max_connections`` bounds as well.  Gating HTTP on free threads would
+        starve new connections behind busy keep-alive ones.
         """
-        if self.max_connections:
-            return len(self.connections) < self.max_connections
-        return self.dispatcher.has_room()
+        if self.max_connections and len(self.connections) >= self.max_connections:
+            return False
+        return not self.needs_thread or self.dispatcher.has_room()
 
     def _listen(self, on: bool) -> None:
         if on == self._listening or (on and self.stopping):

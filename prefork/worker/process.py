@@ -179,7 +179,7 @@ def _run(ctx: WorkerContext) -> int:
                            handshake_inside=False)
     loop = ServeLoop(servers, dispatcher, slot, signals, ctx.alive_fd,
                      config.graceful_timeout, on_signal, on_request_done,
-                     max_connections=0 if is_handler else config.worker_connections,
+                     max_connections=config.worker_connections, needs_thread=is_handler,
                      inflight=inflight.tracker(slot, kind == "thread")
                      if config.request_timeout else None)
     loop.open()

@@ -89,7 +89,7 @@ def make_loop():
         board = Scoreboard(1)
         signals, (alive_r, alive_w) = FakeSignals(), os.pipe()
         loop = ServeLoop([server], dispatcher or SyncDispatcher(), board.slot(0), signals,
-                         alive_r, 5.0, lambda sig: None, lambda: None)
+                         alive_r, 5.0, lambda sig: None, lambda: None, needs_thread=True)
         loop.open()
         made.append((loop, board, signals, alive_r, alive_w))
         return loop
