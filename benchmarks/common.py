@@ -171,9 +171,11 @@ def connection_spread(port: int, processes: int) -> List[int]:
 
 
 def run_wrk(port: int, duration: int, connections: int, close: bool = False,
-            path: str = "/", threads: int = 2, spread_over: int = 0) -> Result:
+            path: str = "/", threads: int = 2, spread_over: int = 0,
+            scheme: str = "http") -> Result:
     """One wrk run; with ``spread_over`` (the worker count), also how wrk's
-    connections were spread over the server's processes halfway through."""
+    connections were spread over the server's processes halfway through;
+    ``scheme`` "https" for a TLS server."""
     spread: List[int] = []
     sampler = None
     if spread_over:
@@ -184,7 +186,7 @@ def run_wrk(port: int, duration: int, connections: int, close: bool = False,
             "--timeout", "5s"]
     if close:
         argv += ["-H", "Connection: close"]
-    out = subprocess.run(argv + [f"http://127.0.0.1:{port}{path}"], capture_output=True,
+    out = subprocess.run(argv + [f"{scheme}://127.0.0.1:{port}{path}"], capture_output=True,
                          text=True, timeout=duration + 30).stdout
     if sampler is not None:
         sampler.join()
