@@ -14,7 +14,6 @@ import json
 import socket
 import ssl
 import struct
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -247,8 +246,3 @@ def proxy_v2(source: Optional[Tuple[str, int]], destination: Optional[Tuple[str,
 
 def tlv(kind: int, value: bytes) -> bytes:
     return struct.pack("!BH", kind, len(value)) + value
-
-
-def settle(seconds: float = 0.05) -> None:
-    """A short pause where only time can show that nothing happens (an app not called)."""
-    time.sleep(seconds)

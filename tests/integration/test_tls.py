@@ -123,7 +123,7 @@ def test_silent_connections_do_not_slow_a_real_client(server, certs):
             stack.enter_context(connect(server.tls))
         started = time.monotonic()
         _tls_answer(server, certs, "beside-silent")
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 2.0     # a handshake's ms, with room for a busy box
 
 
 def _s_client(address: tuple, certs: Certs, send: bytes, until: bytes) -> bytes:

@@ -149,7 +149,7 @@ def test_certificate_rotation_on_hup_loses_no_request(tmp_path, certs, kind):
     both = ssl.create_default_context(cafile=str(certs.ca_file))
     both.load_verify_locations(cafile=str(renewed.ca_file))
     with edge_server(tmp_path, kind, "-b", "tls://127.0.0.1:0", *live.args()) as served:
-        old_cert = _peer_cert(served.tls, both)
+        old_cert, old_worker = _peer_cert(served.tls, both), served.worker()
         clients = Looping(served, both)
         try:
             time.sleep(0.5)        # load before the HUP (the test's point, not a readiness wait)
@@ -157,6 +157,9 @@ def test_certificate_rotation_on_hup_loses_no_request(tmp_path, certs, kind):
             live.key.write_bytes(renewed.key.read_bytes())
             served.proc.signal(signal.SIGHUP)
             served.proc.wait_ready(count=2)
+            # The old worker may accept for a moment after the reload is complete,
+            # until its TERM arrives (any reload's hand-over): wait until it is gone.
+            served.proc.wait_workers(lambda pids: old_worker not in pids)
             new_only = ssl.create_default_context(cafile=str(renewed.ca_file))
             new_cert = _peer_cert(served.tls, new_only)
             time.sleep(0.5)        # and load after it
