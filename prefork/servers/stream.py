@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Optional, Set, Type
 
 from .contracts import Loop, RequestTimer
+from .edge.tls import close_notify
 from .pooled import PooledServer
 
 
@@ -154,6 +155,7 @@ class HandlerServer(PooledServer):
                          self.RequestHandlerClass.__name__, self.name_client(client_address))
 
     def shutdown_request(self, request: socket.socket) -> None:
+        close_notify(request)      # TLS: its own "done writing" first
         try:
             # Tell the client we are done writing before the close, as TCPServer does.
             request.shutdown(socket.SHUT_WR)

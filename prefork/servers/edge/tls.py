@@ -11,6 +11,7 @@ the setting and the file the operator has to fix.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import TYPE_CHECKING, Dict, List, NoReturn, Sequence
 
@@ -171,3 +172,18 @@ def _strerror(exc: OSError) -> str:
 
 def _fail(key: str, path: str, problem: str) -> NoReturn:
     raise ConfigError(f"key '{key}': cannot load {path!r}: {problem}") from None
+
+
+def close_notify(sock: socket.socket) -> None:
+    """End a TLS connection's stream with a close_notify alert before the TCP close,
+    so the client can tell the end of a response from a cut (RFC 8446 6.1); the
+    client's answer is not waited for.  A plain socket: nothing to do."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return
+    try:
+        # Non-blocking: the alert goes out, and the wait for the peer's own
+        # close_notify (which unwrap() would do) ends at once.
+        sock.setblocking(False)
+        sock.unwrap()
+    except (OSError, ValueError):
+        pass

@@ -25,6 +25,7 @@ from time import monotonic
 from typing import Any, Optional
 
 from ...addresses import client
+from ..edge.tls import close_notify
 from .exchange import Exchange
 from .parser import Request
 from .protocol import (BODY_DATA, CLOSE, FINISHED, LATE_READ, LINGER, PRODUCE, REJECT, REQUEST,
@@ -221,6 +222,7 @@ class HttpConnection:
                     self.server.log_rejection(self, proto.status)
                     action = SEND
                 elif action == LINGER:
+                    close_notify(self.sock)
                     try:
                         self.sock.shutdown(socket.SHUT_WR)
                     except OSError:
@@ -233,6 +235,7 @@ class HttpConnection:
                     return
                 else:
                     assert action == CLOSE, action
+                    close_notify(self.sock)
                     self.close()
                     return
         finally:
