@@ -22,8 +22,8 @@ from typing import Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import (chosen, free_port, importable, parse_args, peer_python,  # noqa: E402
-                    print_table, run_wrk, schedule, start, stop)
+from common import (chosen, importable, parse_args, peer_python, print_table,  # noqa: E402
+                    run_wrk, started_rounds)
 
 REPO = HERE.parent
 PEER_NAMES = ("uvicorn", "gunicorn asgi", "granian")
@@ -63,25 +63,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = servers(python, args.workers)
     modes = {"keep-alive": False, "Connection: close": True}
     results: dict = {}
-    failed = set()
+    failed: set = set()
     names = chosen(list(table), args.only)
-    for mode, name in schedule(args.rounds, chosen(list(modes), args.modes), names):
-        if name in failed:
-            continue
-        port = free_port()
-        argv = [a.format(port=port) for a in table[name]]
-        try:
-            proc = start(argv, port, env={"PYTHONPATH": f"{HERE}:{REPO}"}, cwd=str(HERE))
-        except RuntimeError as exc:    # e.g. a build of prefork without the asyncio worker
-            print(f"note: {name} did not start ({exc}); left out", file=sys.stderr)
-            failed.add(name)
-            continue
-        try:
-            results.setdefault((mode, name), []).append(
-                run_wrk(port, args.duration, args.connections, close=modes[mode],
-                        spread_over=args.workers))
-        finally:
-            stop(proc)
+    for mode, name, port in started_rounds(table, chosen(list(modes), args.modes), names,
+                                           args.rounds, {"PYTHONPATH": f"{HERE}:{REPO}"},
+                                           str(HERE), failed):
+        results.setdefault((mode, name), []).append(
+            run_wrk(port, args.duration, args.connections, close=modes[mode],
+                    spread_over=args.workers))
     names = [n for n in names if n not in failed]
     print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.workers} workers each, "
           f"{args.rounds} round(s), median per cell; ratio = req/s over uvicorn\n")

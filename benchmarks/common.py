@@ -153,6 +153,28 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(5)
 
 
+def started_rounds(table: Dict[str, List[str]], modes: Sequence[str], names: Sequence[str],
+                   rounds: int, env: dict, cwd: str, left_out: set):
+    """The schedule's (mode, server, port), each server started on a free port for its
+    turn ("{port}" in its command line) and stopped after it.  A server that does
+    not start is noted and added to ``left_out``, as the caller adds one that fails
+    its own checks; servers in ``left_out`` are skipped from then on."""
+    for mode, name in schedule(rounds, modes, names):
+        if name in left_out:
+            continue
+        port = free_port()
+        try:
+            proc = start([a.format(port=port) for a in table[name]], port, env=env, cwd=cwd)
+        except RuntimeError as exc:     # e.g. a build of prefork without that worker
+            print(f"note: {name} did not start ({exc}); left out", file=sys.stderr)
+            left_out.add(name)
+            continue
+        try:
+            yield mode, name, port
+        finally:
+            stop(proc)
+
+
 def _seconds(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(us|ms|s|m)?", text).groups()
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit or "s"]

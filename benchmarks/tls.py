@@ -53,9 +53,8 @@ from typing import Dict, List, Optional, Tuple
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from apps import BODY  # noqa: E402
-from common import (Result, chosen, connection_spread, free_port,  # noqa: E402
-                    importable, parse_args, peer_python, print_table, run_wrk, schedule,
-                    start, stop)
+from common import (Result, chosen, connection_spread, importable,  # noqa: E402
+                    parse_args, peer_python, print_table, run_wrk, started_rounds)
 
 REPO = HERE.parent
 PEER_INSTALLS = (["gunicorn"], ["granian"], ["uvicorn", "httptools", "uvloop"])
@@ -330,32 +329,20 @@ def run_interface(args, table: Dict[str, List[str]], cert: Certificate):
     modes = chosen([KEEP_ALIVE, RESUMED, FULL], args.modes)
     results: Dict[Tuple[str, str], List[Result]] = {}
     facts: Dict[str, list] = {}
-    failed = set()
+    failed: set = set()
     names = chosen(list(table), args.only)
-    for mode, name in schedule(args.rounds, modes, names):
-        if name in failed:
-            continue
-        port = free_port()
-        argv = [a.format(port=port) for a in table[name]]
-        try:
-            proc = start(argv, port, env={"PYTHONPATH": f"{HERE}:{REPO}"}, cwd=str(HERE))
-        except RuntimeError as exc:
-            print(f"note: {name} did not start ({exc}); left out", file=sys.stderr)
-            failed.add(name)
-            continue
-        try:
-            if mode == RESUMED:
-                facts.setdefault(name, []).append(server_facts(port, cert))
-            if mode == FULL:
-                result = run_ab(port, args.duration, args.connections, spread_over=args.workers)
-            else:
-                result = run_wrk(port, args.duration, args.connections, close=mode == RESUMED,
-                                 spread_over=args.workers, scheme="https")
-            results.setdefault((mode, name), []).append(result)
-            print(f"{mode} | {name}: {result['rps']:,.0f} req/s, p99 "
-                  f"{result['p99'] * 1e3:.1f} ms, errors {result['errors']}", file=sys.stderr)
-        finally:
-            stop(proc)
+    for mode, name, port in started_rounds(table, modes, names, args.rounds,
+                                           {"PYTHONPATH": f"{HERE}:{REPO}"}, str(HERE), failed):
+        if mode == RESUMED:
+            facts.setdefault(name, []).append(server_facts(port, cert))
+        if mode == FULL:
+            result = run_ab(port, args.duration, args.connections, spread_over=args.workers)
+        else:
+            result = run_wrk(port, args.duration, args.connections, close=mode == RESUMED,
+                             spread_over=args.workers, scheme="https")
+        results.setdefault((mode, name), []).append(result)
+        print(f"{mode} | {name}: {result['rps']:,.0f} req/s, p99 "
+              f"{result['p99'] * 1e3:.1f} ms, errors {result['errors']}", file=sys.stderr)
     return results, [n for n in names if n not in failed], modes, facts
 
 

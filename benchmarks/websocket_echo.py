@@ -42,8 +42,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from asgi import PEER_INSTALLS, PEER_NAMES, servers as asgi_servers  # noqa: E402
 from common import (Result, check_import, chosen, connection_spread,  # noqa: E402
-                    describe_head, free_port, parse_args, peer_python, print_table,
-                    schedule, start, stop, worktree)
+                    describe_head, parse_args, peer_python, print_table, started_rounds,
+                    worktree)
 
 # uvicorn speaks WebSocket only with one of these installed.
 INSTALLS = tuple(PEER_INSTALLS) + (["websockets"], ["wsproto"])
@@ -357,34 +357,22 @@ def run(args, tree: Path, label: str) -> int:
     table = servers(python, args.workers)
     mode = f"echo, {args.size} B {'binary' if args.binary else 'text'}"
     results: dict = {}
-    failed = set()
+    failed: set = set()
     names = chosen(list(table), args.only)
-    for _, name in schedule(args.rounds, [mode], names):
-        if name in failed:
-            continue
-        port = free_port()
-        argv_ = [a.format(port=port) for a in table[name]]
-        try:
-            proc = start(argv_, port, env={"PYTHONPATH": f"{HERE}:{tree}"}, cwd=str(HERE))
-        except RuntimeError as exc:
-            print(f"note: {name} did not start ({exc}); left out", file=sys.stderr)
+    for _, name, port in started_rounds(table, [mode], names, args.rounds,
+                                        {"PYTHONPATH": f"{HERE}:{tree}"}, str(HERE), failed):
+        why = probe(port, args.size, args.binary)
+        if why:
+            print(f"note: {name} does not echo over WebSocket ({why}); left out",
+                  file=sys.stderr)
             failed.add(name)
             continue
-        try:
-            why = probe(port, args.size, args.binary)
-            if why:
-                print(f"note: {name} does not echo over WebSocket ({why}); left out",
-                      file=sys.stderr)
-                failed.add(name)
-                continue
-            result = run_echo(port, args.duration, args.connections, args.clients,
-                              args.size, args.binary, args.workers)
-            results.setdefault((mode, name), []).append(result)
-            print(f"# {name}: {result['rps']:,.0f} msgs/s, p99 {result['p99'] * 1e3:.2f} ms, "
-                  f"errors {result['errors']}, spread {result['spread']}, "
-                  f"client CPU {result['client_cpu']:.2f} cores", file=sys.stderr)
-        finally:
-            stop(proc)
+        result = run_echo(port, args.duration, args.connections, args.clients,
+                          args.size, args.binary, args.workers)
+        results.setdefault((mode, name), []).append(result)
+        print(f"# {name}: {result['rps']:,.0f} msgs/s, p99 {result['p99'] * 1e3:.2f} ms, "
+              f"errors {result['errors']}, spread {result['spread']}, "
+              f"client CPU {result['client_cpu']:.2f} cores", file=sys.stderr)
     names = [n for n in names if n not in failed]
     print(f"{args.clients} client processes, {args.connections} connections, "
           f"{args.duration}s, {args.workers} workers each, {args.rounds} round(s), "
