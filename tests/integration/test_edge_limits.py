@@ -1,4 +1,5 @@
-"""worker_connections bounds connections still at the edge (TLS handshake, PROXY header).
+"""The edge's bounds and endings: worker_connections over connections in their TLS
+handshake or PROXY header, and the close_notify that ends a TLS connection.
 
 A handler class's connection takes a thread only once it is through its
 handshake; until then it is parked in the loop, and the parked ones count
@@ -15,7 +16,8 @@ import subprocess
 
 import pytest
 
-from edge_helpers import KINDS, ask, client_context, connect, edge_server, make_certs
+from edge_helpers import (KINDS, ask, client_context, connect, edge_server, make_certs,
+                          request_bytes)
 from harness import wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,3 +51,27 @@ def test_silent_tls_connections_past_worker_connections_wait_in_the_backlog(tmp_
         finally:
             for sock in silent:
                 sock.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+def test_a_tls_connection_ends_with_close_notify(tmp_path, kind):
+    """The server's last word is a close_notify alert, not a bare TCP close: a client
+    that refuses ragged EOFs reads to the end without an error (RFC 8446 6.1)."""
+    certs = make_certs(tmp_path)
+    with edge_server(tmp_path, kind, "-b", "tls://127.0.0.1:0", *certs.args()) as served:
+        raw = socket.create_connection(served.tls, timeout=10)
+        with client_context(certs).wrap_socket(raw, server_hostname="127.0.0.1",
+                                               suppress_ragged_eofs=False) as sock:
+            sock.sendall(request_bytes(kind, "bye"))
+            if kind.wire == "line":
+                assert sock.recv(4096)                 # the answer; then our close_notify
+                sock.unwrap()      # ends the handler, and waits for the server's own
+                return
+            received = b""
+            while True:
+                data = sock.recv(65536)               # SSLEOFError on a bare TCP close
+                if not data:
+                    break
+                received += data
+            assert kind.wire == "line" or b"200 OK" in received
