@@ -183,7 +183,8 @@ class EdgeServed:
         bound = [line for line in proc.log().splitlines() if "listening at " in line]
         plain = any("listening at tls://" not in line for line in bound)
         self.plain = proc.address if plain else None
-        self.tls = proc.tls_addresses()[0] if len(bound) > plain else None
+        tls = any("listening at tls://" in line for line in bound)
+        self.tls = proc.tls_addresses()[0] if tls else None
 
     def called(self, ident: str) -> bool:
         try:

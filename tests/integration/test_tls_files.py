@@ -68,13 +68,20 @@ def test_start_errors_name_the_key_and_the_file(tmp_path, certs, case):
     assert "ready: serving" not in done.stderr
 
 
-def test_right_password_serves(tmp_path, certs):
-    encrypted = str(_encrypted_key(certs, b"right password"))
+@pytest.mark.parametrize("form", ["encrypted key and its password", "key in the certfile"])
+def test_key_forms_that_serve(tmp_path, certs, form):
+    if form == "key in the certfile":
+        combined = tmp_path / "combined.pem"
+        combined.write_text(certs.cert.read_text() + certs.key.read_text())
+        args = ["--certfile", str(combined)]
+    else:
+        args = ["--certfile", str(certs.cert), "--keyfile",
+                str(_encrypted_key(certs, b"right password")), "--keyfile-password",
+                "right password"]
     kind = KINDS[0]
-    with edge_server(tmp_path, kind, "-b", "tls://127.0.0.1:0", "--certfile", str(certs.cert),
-                     "--keyfile", encrypted, "--keyfile-password", "right password") as served:
+    with edge_server(tmp_path, kind, "-b", "tls://127.0.0.1:0", *args) as served:
         context = ssl.create_default_context(cafile=str(certs.ca_file))
-        assert info(kind, served.tls, "encrypted-key", context)["scheme"] == "https"
+        assert info(kind, served.tls, "key-form", context)["scheme"] == "https"
 
 
 def _peer_cert(address: tuple, context: ssl.SSLContext) -> bytes:
