@@ -21,6 +21,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", metavar="FILE", help="TOML config file")
     parser.add_argument("target", nargs="?", default=argparse.SUPPRESS, metavar="TARGET",
                         help="module:name (handler class, WSGI or ASGI app) or module:factory()")
+    # One argument group per topic, in config.GROUPS order; argparse leaves out
+    # a group with no flag (Application: TARGET stays a positional).
+    groups = {title: parser.add_argument_group(title) for title in config_mod.GROUPS}
     for name, field in config_mod.FIELDS.items():
         if name == "target":
             continue
@@ -39,7 +42,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             options.update(type=kind, metavar=meta["metavar"] or None)
             if meta["choices"]:
                 options.update(choices=meta["choices"], metavar=None)
-        parser.add_argument(*flags, **options)
+        groups[meta["group"]].add_argument(*flags, **options)
 
 
 def _shown(value: Any) -> str:
