@@ -47,6 +47,7 @@ from hypothesis.errors import HypothesisException
 from conftest import LONG, seconds
 from harness import APPS, REPO
 
+from prefork import netlist
 from prefork.servers.http.connection import HttpConnection
 from prefork.servers.http.environ import base_environ
 from prefork.servers.http.exchange import FileWrapper
@@ -264,6 +265,8 @@ def fake_server(limits: Limits, calls: list) -> WSGIServer:
     server.body_buffer_size = 64
     server.high_water = 256 * 1024
     server.access_log = None
+    server.forwarded_allow = netlist.parse("127.0.0.1,::1")     # the defaults
+    server.forwarded_kind = "x-forwarded"
     server._base = base_environ(("127.0.0.1", 8000), False, "", FileWrapper)
     rejected = []
     server.log_rejection = lambda connection, status: rejected.append(status)
