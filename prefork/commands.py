@@ -148,6 +148,10 @@ def format_status(report: Dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
               for row in rows]
+    for listener in report.get("listeners", ()):    # queue/backlog, "-" where unknown
+        queue, backlog = listener.get("queue"), listener.get("backlog")
+        lines.append(f"listener {listener['name']}  queue "
+                     f"{'-' if queue is None else queue}/{'-' if backlog is None else backlog}")
     return "\n".join(lines)
 
 

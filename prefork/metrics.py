@@ -5,6 +5,10 @@
 status`` builds from /proc) into text.  The master serves it at
 ``metrics_bind``; ``prefork status --format prometheus`` prints it.
 
+Per-listener series (the accept queue and its backlog) carry a
+``listener`` label, the name the master logs; a listener whose queue the
+master cannot read (datagram, reuse_port) has none.
+
 Per-worker series carry ``pid`` and ``generation`` labels.  A replaced
 worker's series ends and its replacement's starts at 0: Prometheus treats
 that like any counter reset, so ``sum(rate(...))`` over the pool is right.
@@ -96,6 +100,14 @@ def render(report: Mapping[str, Any]) -> str:
             per_worker("busy_seconds"))
     out.add("prefork_worker_rss_bytes", "gauge", "Resident memory of a worker.",
             per_worker("rss"))
+    listeners: List[Dict[str, Any]] = list(report.get("listeners", ()))
+    out.add("prefork_listen_queue_length", "gauge",
+            "Connections waiting in a listener's accept queue, not yet taken by a worker.",
+            [({"listener": l["name"]}, l.get("queue")) for l in listeners])
+    out.add("prefork_listen_queue_backlog", "gauge",
+            "A listener's backlog: the accept queue length at which the kernel "
+            "stops taking new connections.",
+            [({"listener": l["name"]}, l.get("backlog")) for l in listeners])
     return out.text()
 
 

@@ -252,23 +252,72 @@ def same_address(sock: socket.socket, wanted: str) -> bool:
     return family == sock.family and sock.getsockname()[:2] == sockaddr[:2]
 
 
-# struct tcp_info: 8 one-byte fields, then u32 rto, ato, snd_mss, rcv_mss,
-# unacked.  For a listening socket Linux reports its accept queue length in
-# tcpi_unacked (what `ss -l` shows as Recv-Q).
-_TCP_INFO_UNACKED = 24
+# struct tcp_info: 8 one-byte fields (tcpi_state first), then u32 rto, ato,
+# snd_mss, rcv_mss, unacked, sacked.  For a listening socket Linux reports its
+# accept queue length in tcpi_unacked (what `ss -l` shows as Recv-Q) and its
+# backlog, as clamped by net.core.somaxconn, in tcpi_sacked (Send-Q).
+_TCP_INFO_UNACKED, _TCP_LISTEN = 24, 10
 
 
 def accept_queue_length(sock: socket.socket) -> Optional[int]:
-    """Connections waiting in ``sock``'s accept queue, where the OS tells."""
+    """Connections waiting in a TCP ``sock``'s accept queue, where the OS tells."""
+    if sock.family == socket.AF_UNIX:
+        return None     # a worker's graceful stop drains unix listeners as it always did
+    queue = listen_queue(sock)
+    return None if queue is None else queue[0]
+
+
+def listen_queue(sock: socket.socket) -> Optional[Tuple[int, int]]:
+    """(connections waiting to be accepted, backlog) of a listening stream socket:
+    TCP through TCP_INFO, unix through sock_diag; None where the OS does not tell
+    or the socket does not listen (a datagram socket, reuse_port's master socket)."""
+    if sock.family == socket.AF_UNIX:
+        return _unix_listen_queue(sock)
     if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
         return None
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
     except OSError:
         return None
-    if len(info) < _TCP_INFO_UNACKED + 4:
+    if len(info) < _TCP_INFO_UNACKED + 8 or info[0] != _TCP_LISTEN:
         return None
-    return struct.unpack_from("=I", info, _TCP_INFO_UNACKED)[0]
+    queued, backlog = struct.unpack_from("=II", info, _TCP_INFO_UNACKED)
+    return queued, backlog
+
+
+# sock_diag (what `ss -x` asks): a unix_diag_req for one inode with
+# UDIAG_SHOW_RQLEN answers, for a listening socket, the connections waiting
+# (udiag_rqueue) and the backlog (udiag_wqueue).
+_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST = 4, 20, 1
+_UDIAG_SHOW_RQLEN, _UNIX_DIAG_RQLEN, _NLMSG_ERROR = 0x10, 4, 2
+
+
+def _unix_listen_queue(sock: socket.socket) -> Optional[Tuple[int, int]]:
+    try:
+        if sock.type != STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return None
+        inode = os.fstat(sock.fileno()).st_ino
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+            nl.settimeout(1.0)
+            request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, inode,
+                                  _UDIAG_SHOW_RQLEN, 0xFFFFFFFF, 0xFFFFFFFF)   # no cookie
+            nl.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY,
+                                _NLM_F_REQUEST, 1, 0) + request)
+            reply = nl.recv(8192)
+    except (OSError, AttributeError):   # no AF_NETLINK (not Linux), no unix_diag module
+        return None
+    if len(reply) < 32 or struct.unpack_from("=H", reply, 4)[0] == _NLMSG_ERROR:
+        return None
+    end, at = min(len(reply), struct.unpack_from("=I", reply)[0]), 32   # nlmsghdr + msg
+    while at + 4 <= end:    # the rtattrs after the unix_diag_msg
+        length, kind = struct.unpack_from("=HH", reply, at)
+        if length < 4:
+            break
+        if kind == _UNIX_DIAG_RQLEN and length >= 12:
+            queued, backlog = struct.unpack_from("=II", reply, at + 4)
+            return queued, backlog
+        at += (length + 3) & ~3
+    return None
 
 
 def accepter(listener: socket.socket) -> Callable[[], Tuple[socket.socket, Any]]:

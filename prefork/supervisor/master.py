@@ -279,7 +279,8 @@ class Master(Performer):
         return Outcome(self._feed(events), self.arbiter.target)
 
     def _snapshot(self) -> Dict[str, object]:
-        return status.snapshot(self.arbiter, self.scoreboard, self.config.target)
+        return status.snapshot(self.arbiter, self.scoreboard, self.config.target,
+                               self.listeners.all())
 
     def _render_metrics(self) -> str:
         return metrics.render(self._snapshot())

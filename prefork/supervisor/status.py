@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Sequence
 
 from ..procfs import rss_bytes, start_time
 from ..scoreboard import STATE_NAMES, Scoreboard
+from ..sockets import Listener, listen_queue
 from .arbiter import Arbiter
 
 
-def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str) -> Dict[str, Any]:
+def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str,
+             listeners: Sequence[Listener] = ()) -> Dict[str, Any]:
     now = time.monotonic()
     workers = []
     for w in sorted(arbiter.workers.values(), key=lambda w: (w.generation, w.pid)):
@@ -32,5 +34,18 @@ def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str) -> Dict[str,
             "workers_wanted": arbiter.target, "phase": arbiter.phase,
             "reloading": arbiter.reloading and bool(arbiter.stable),
             "rss": rss_bytes(os.getpid()), "started": start_time(os.getpid()),
-            "workers": workers,
+            "workers": workers, "listeners": listener_queues(listeners),
             "reloads": arbiter.reloads, "restarts": dict(arbiter.restarts)}
+
+
+def listener_queues(listeners: Sequence[Listener]) -> List[Dict[str, Any]]:
+    """Each listener's name, the connections waiting in its accept queue and its
+    backlog (as the kernel applies it: clamped by net.core.somaxconn).  Both are
+    None where the master's socket does not listen (datagram, reuse_port) or the
+    OS does not tell."""
+    found = []
+    for listener in listeners:
+        queue = listen_queue(listener.sock)
+        found.append({"name": listener.name, "queue": queue[0] if queue else None,
+                      "backlog": queue[1] if queue else None})
+    return found

@@ -269,3 +269,64 @@ def test_hup_moves_metrics_bind_and_a_failed_move_keeps_the_old_endpoint(prefork
     server.wait_for(r"reload complete", count=2)
     assert refused(second)
     assert echo_once(server.address) == b"HELLO\n"
+
+
+def unix_queue_readable(tmp_path: Path) -> bool:
+    """Whether this kernel tells a unix listener's queue (sock_diag with unix_diag)."""
+    from prefork.sockets import listen_queue
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.bind(str(tmp_path / "probe.sock"))
+        probe.listen(4)
+        return listen_queue(probe) == (0, 4)
+
+
+@pytest.mark.timeout(40)
+def test_listen_queue_depth_in_status_and_metrics(prefork_server, tmp_path):
+    # One sync worker held by a slow request: the next connections wait in the
+    # accept queue.  TCP_DEFER_ACCEPT queues a TCP connection only once it has
+    # sent data, so each one sends its request.
+    sock, unix_path, waiting = tmp_path / "control.sock", tmp_path / "app.sock", 3
+    server = prefork_server("serve", "wsgiapps:slow", "-b", "127.0.0.1:0",
+                            "-b", f"unix:{unix_path}", "-w", "1", "-k", "sync",
+                            "--metrics-bind", "127.0.0.1:0", "--control-socket", str(sock))
+    server.wait_ready()
+    host, port = server.address
+    tcp_name, unix_name = f"{host}:{port}", f"unix:{unix_path}"
+    request = b"GET /?t=%d HTTP/1.1\r\nHost: x\r\n\r\n"
+    clients = [socket.create_connection((host, port), timeout=30)]
+    try:
+        clients[0].sendall(request % 20)
+        server.wait_for(r"slow: start")
+        for _ in range(waiting):
+            clients.append(socket.create_connection((host, port), timeout=30))
+            clients[-1].sendall(request % 0)
+        for _ in range(2):
+            clients.append(socket.socket(socket.AF_UNIX))
+            clients[-1].connect(str(unix_path))
+
+        def listeners() -> dict:
+            report = json.loads(status(sock, "json", tmp_path))
+            return {l["name"]: l for l in report["listeners"]}
+        wait_until(lambda: listeners()[tcp_name]["queue"] >= waiting, 10,
+                   f"{waiting} connections queued")
+        tcp = listeners()[tcp_name]
+        assert tcp["backlog"] > 0 and tcp["queue"] <= tcp["backlog"], tcp
+        if unix_queue_readable(tmp_path):
+            assert listeners()[unix_name]["queue"] == 2, listeners()
+            assert listeners()[unix_name]["backlog"] > 0, listeners()
+        else:
+            assert listeners()[unix_name]["queue"] is None, listeners()
+
+        text = status(sock, "table", tmp_path)
+        assert re.search(rf"^listener {re.escape(tcp_name)}  queue [1-9]\d*/{tcp['backlog']}$",
+                         text, re.M), text
+        code, _, body = scrape(metrics_address(server.log()))
+        assert code == 200
+        parsed = samples(body)
+        key = frozenset({"listener": tcp_name}.items())
+        assert parsed["prefork_listen_queue_length"][key] >= waiting, body
+        assert parsed["prefork_listen_queue_backlog"][key] == tcp["backlog"], body
+        assert "# TYPE prefork_listen_queue_length gauge" in body
+    finally:
+        for client in clients:
+            client.close()

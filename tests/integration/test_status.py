@@ -35,6 +35,8 @@ def table(d, *where: str) -> dict:
     assert lines[1].split() == HEADER, result.stdout
     rows = {}
     for line in lines[2:]:
+        if line.startswith("listener "):    # after the table: "listener NAME  queue Q/B"
+            continue
         cells = line.split()
         if cells[3] in ("busy", "idle"):    # "idle 3s" is one column
             cells[3:5] = [" ".join(cells[3:5])]
@@ -65,6 +67,8 @@ def test_status_table_has_one_row_per_worker_and_counts_requests(daemon):
         assert re.fullmatch(r"\d+s", row["AGE"]), row
         assert re.fullmatch(r"\d+\.\dM", row["RSS"]) and row["RSS"] != "0.0M", row
     assert sum(int(r["REQUESTS"]) for r in rows.values()) == 0
+    listed = d.ctl("status", *where).stdout.splitlines()[-1]
+    assert re.fullmatch(rf"listener 127\.0\.0\.1:{d.address()[1]}  queue 0/[1-9]\d*", listed)
 
     for i in range(5):
         assert echo_once(d.address(), b"%d\n" % i) == b"%d\n" % i
@@ -89,6 +93,9 @@ def test_status_json(daemon):
         assert isinstance(w["age"], float) and 0 <= w["age"] < 30
         assert isinstance(w["requests"], int) and w["rss"] > 1024 * 1024
     assert sum(w["requests"] for w in report["workers"]) == 1
+    [listener] = report["listeners"]
+    assert listener["name"] == "127.0.0.1:%d" % d.address()[1]
+    assert listener["queue"] == 0 and listener["backlog"] > 0, listener
 
 
 @pytest.mark.timeout(30)
