@@ -192,18 +192,25 @@ def connection_spread(port: int, processes: int) -> List[int]:
     return counts + [0] * (processes - len(counts))
 
 
-def run_wrk(port: int, duration: int, connections: int, close: bool = False,
-            path: str = "/", threads: int = 2, spread_over: int = 0,
-            scheme: str = "http") -> Result:
-    """One wrk run; with ``spread_over`` (the worker count), also how wrk's
-    connections were spread over the server's processes halfway through;
-    ``scheme`` "https" for a TLS server."""
+def sample_spread(port: int, spread_over: int, duration: float):
+    """(a list, its timer): halfway through a run, the list gets how the server's open
+    connections were spread over its ``spread_over`` processes (0: not sampled)."""
     spread: List[int] = []
     sampler = None
     if spread_over:
         sampler = threading.Timer(duration / 2,
                                   lambda: spread.extend(connection_spread(port, spread_over)))
         sampler.start()
+    return spread, sampler
+
+
+def run_wrk(port: int, duration: int, connections: int, close: bool = False,
+            path: str = "/", threads: int = 2, spread_over: int = 0,
+            scheme: str = "http") -> Result:
+    """One wrk run; with ``spread_over`` (the worker count), also how wrk's
+    connections were spread over the server's processes halfway through;
+    ``scheme`` "https" for a TLS server."""
+    spread, sampler = sample_spread(port, spread_over, duration)
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
             "--timeout", "5s"]
     if close:

@@ -53,8 +53,8 @@ from typing import Dict, List, Optional, Tuple
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from apps import BODY  # noqa: E402
-from common import (Result, chosen, connection_spread, importable,  # noqa: E402
-                    parse_args, peer_python, print_table, run_wrk, started_rounds)
+from common import (Result, chosen, importable, parse_args, peer_python,  # noqa: E402
+                    print_table, run_wrk, sample_spread, started_rounds)
 
 REPO = HERE.parent
 PEER_INSTALLS = (["gunicorn"], ["granian"], ["uvicorn", "httptools", "uvloop"])
@@ -141,12 +141,7 @@ def run_ab(port: int, duration: int, connections: int, processes: int = 2,
     (see server_facts); the body bytes it received are checked instead.  A
     process that gave up on a response counts 1 error and no latencies."""
     tmp = tempfile.mkdtemp(prefix="tls-ab-")
-    spread: List[int] = []
-    sampler = None
-    if spread_over:
-        sampler = threading.Timer(duration / 2,
-                                  lambda: spread.extend(connection_spread(port, spread_over)))
-        sampler.start()
+    spread, sampler = sample_spread(port, spread_over, duration)
     try:
         procs = []
         for i in range(processes):
