@@ -75,10 +75,32 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a table, JSON, or Prometheus text (default: %(default)s)")
     status.add_argument("--json", dest="format", action="store_const", const="json",
                         help="the same as --format json")
+    top = commands.add_parser("top", help="a live view of the pool, refreshed every second "
+                                          "(keys: q quit, s sort, r reverse)")
+    steering.add_target_flags(top)
+    top.add_argument("--interval", type=_positive, default=1.0, metavar="S",
+                     help="seconds between refreshes (default: %(default)s)")
     scale = commands.add_parser("scale", help="set the pool size: N, +N or -N")
     steering.add_target_flags(scale)
     scale.add_argument("workers", metavar="N|+N|-N")
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def top(args: argparse.Namespace) -> int:
+    from . import top_screen     # curses only for this command
+
+    sock, pid_path = steering.locate(args)
+    return top_screen.run(lambda: steering.fetch_status(sock, pid_path), args.interval)
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
@@ -181,7 +203,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return {"serve": serve, "check": check, "reload": steering.reload,
                 "stop": steering.stop, "status": steering.status,
-                "scale": steering.scale}[args.command](args)
+                "scale": steering.scale, "top": top}[args.command](args)
     except PreforkError as exc:
         log.console(f"prefork: error: {exc}")
         return exc.status

@@ -117,11 +117,7 @@ def scale(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    sock, pid_path = locate(args)
-    if sock:
-        report = _ask(sock, {"cmd": "status"})
-    else:
-        report = _status_from_proc(pidfile.read_pid(pid_path))
+    report = fetch_status(*locate(args))
     if args.format == "json":
         print(json.dumps(report, indent=2))
     elif args.format == "prometheus":
@@ -129,6 +125,13 @@ def status(args: argparse.Namespace) -> int:
     else:
         print(format_status(report))
     return EXIT_OK
+
+
+def fetch_status(sock: str, pid_path: str) -> Dict[str, Any]:
+    """The status report, from the control socket if there is one, else from /proc."""
+    if sock:
+        return _ask(sock, {"cmd": "status"})
+    return _status_from_proc(pidfile.read_pid(pid_path))
 
 
 def format_status(report: Dict[str, Any]) -> str:
