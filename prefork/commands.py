@@ -13,11 +13,12 @@ import json
 import os
 import signal
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from . import config as config_mod, metrics, procfs
 from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, PreforkError
 from .supervisor import control, pidfile
+from .top import duration, size
 
 STOP_WAIT = 60.0
 
@@ -143,11 +144,11 @@ def format_status(report: Dict[str, Any]) -> str:
     rows: List[Tuple[str, ...]] = [header]
     for w in report["workers"]:
         activity = "-" if w.get("busy") is None else \
-            f"{'busy' if w['busy'] else 'idle'} {_duration(w['for'])}"
+            f"{'busy' if w['busy'] else 'idle'} {duration(w['for'])}"
         requests = "-" if w.get("requests") is None else str(w["requests"])
         generation = "-" if w.get("generation") is None else str(w["generation"])
         rows.append((str(w["pid"]), generation, w["state"], activity,
-                     _duration(w["age"]), requests, _size(w["rss"])))
+                     duration(w["age"]), requests, size(w["rss"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
               for row in rows]
@@ -178,18 +179,3 @@ def _status_from_proc(pid: int) -> Dict[str, Any]:
 
 def _alive(pid: int) -> bool:
     return procfs.state(pid) not in (None, "Z")
-
-
-def _duration(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def _size(size: int) -> str:
-    return f"{size / 1048576:.1f}M" if size else "-"
