@@ -109,6 +109,15 @@ class Config:
         False, "Import the target in the master before forking, so workers share "
         "its memory copy-on-write. A HUP then re-executes the master (as USR2 "
         "does), so new code is loaded all the same.", group="Workers")
+    reload: bool = setting(
+        False, "Development: watch the source files of the modules the workers "
+        "imported (and reload_extra_file) and reload, as on HUP, when one changes. An "
+        "edit that does not import keeps the old generation serving. Uses watchfiles "
+        "if installed (pip install 'prefork[reload]'), else polls once a second. Not "
+        "with preload.", group="Workers")
+    reload_extra_file: Tuple[str, ...] = setting(
+        (), "With reload: more files to watch, as glob patterns ('**' for any depth), "
+        "e.g. templates/**/*.html. Repeat for several.", metavar="GLOB", group="Workers")
     max_requests: int = setting(
         0, "Recycle a worker after this many connections (0 = never). Its "
         "replacement is started first, so capacity never dips.", minimum=0,
@@ -332,7 +341,7 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-        if not value:
+        if not value and FIELDS[name].default:     # bind must not be emptied
             raise ConfigError(f"{where}: must not be empty")
         return tuple(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -381,7 +390,11 @@ def build(file_values: Mapping[str, Any], cli_values: Mapping[str, Any],
             if name not in FIELDS:
                 raise ConfigError(f"{origin}: unknown key '{name}'")
             values[name] = _coerce(name, value, origin)
-    return Config(**values)
+    config = Config(**values)
+    if config.reload and config.preload:
+        raise ConfigError("reload cannot be combined with preload: the master would hold "
+                          "the old code (drop preload while developing)")
+    return config
 
 
 def load(path: Optional[str], cli_values: Mapping[str, Any]) -> Config:

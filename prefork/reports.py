@@ -9,14 +9,18 @@ promptly (ready, recycle, boot error); everything else is in the scoreboard.
 from __future__ import annotations
 
 import os
+import re
 import struct
-from typing import List, Tuple
+import sys
+import sysconfig
+from typing import Iterable, List, Tuple
 
 READY = b"R"
 RECYCLE = b"M"
 BOOT_ERROR = b"E"
 _HEADER = struct.Struct("=cIH")     # kind, pid, text length
 MAX_TEXT = 2048                     # well under PIPE_BUF (4096 on Linux)
+_TRACED_FILE = re.compile(r'File "([^"<>]+)", line')
 
 
 class ReportPipe:
@@ -27,6 +31,8 @@ class ReportPipe:
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
         self._partial = b""
+        # --reload: where each worker writes the files of its modules (set by the master).
+        self.modules_dir = ""
 
     # -- master side ---------------------------------------------------------
 
@@ -72,3 +78,36 @@ class ReportPipe:
             os.write(self._w, _HEADER.pack(kind, pid, len(payload)) + payload)
         except (BlockingIOError, BrokenPipeError):
             pass  # the master is gone or far behind; the scoreboard still tells
+
+    def report_modules(self, pid: int, error: str = "") -> None:
+        """--reload: write the source files of the modules loaded (and the files a
+        boot error's traceback names) where the master reads them; else nothing."""
+        if not self.modules_dir:
+            return
+        files = module_files(sys.modules.values(), _TRACED_FILE.findall(error))
+        path = os.path.join(self.modules_dir, str(pid))
+        try:
+            with open(path + ".tmp", "w", encoding="utf-8") as out:
+                out.write("\n".join(files))
+            os.replace(path + ".tmp", path)
+        except OSError:
+            pass    # no reload on change of these files: not worth a failed worker
+
+
+def module_files(modules: Iterable[object], extra: Iterable[str] = ()) -> List[str]:
+    """The application's own source files among ``modules``' (and ``extra``):
+    not the standard library's, not installed packages', not prefork's own."""
+    skipped = {os.path.realpath(sysconfig.get_paths()[k]) + os.sep
+               for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    skipped.add(os.path.dirname(os.path.realpath(__file__)) + os.sep)
+    found = set()
+    names = [getattr(m, "__file__", None) for m in modules] + list(extra)
+    for name in names:
+        if not isinstance(name, str) or not name.endswith((".py", ".pyw")):
+            continue
+        path = os.path.realpath(name)
+        if path.startswith(tuple(skipped)) or os.sep + "site-packages" + os.sep in path \
+                or os.sep + "dist-packages" + os.sep in path or not os.path.isfile(path):
+            continue
+        found.add(path)
+    return sorted(found)

@@ -44,6 +44,7 @@ from .holdings import Holdings, adopt_listeners, open_inherited
 from .listeners import ListenerSet, bind_options, tls_context
 from .performers import Performer
 from .pidfile import PidFile
+from .reloader import Reloader
 from .spawn import MASTER_SIGNALS, Generation
 from .upgrade import Inheritance, Upgrade
 
@@ -138,6 +139,7 @@ class Master(Performer):
         setproctitle(f"prefork: master [{self.config.target}]")
         self.scoreboard = Scoreboard(SLOTS)
         self.reports = ReportPipe()
+        self.reloader = Reloader(self.config, self.reports)    # --reload, else idle
         self.alive_r, self.alive_w = os.pipe()
         self.signals = SignalPipe(MASTER_SIGNALS)
         try:
@@ -153,6 +155,7 @@ class Master(Performer):
             self.holdings.close(owner=self._control_live)
             self.signals.close()
             self.reports.close()
+            self.reloader.close()
             os.close(self.alive_r)
             os.close(self.alive_w)
             if self.upgrade is not None:
@@ -169,13 +172,13 @@ class Master(Performer):
     # -- one turn of the loop ---------------------------------------------------
 
     def _turn(self) -> None:
-        waiting: List[object] = [self.signals, self.reports]
+        waiting: List[object] = [self.signals, self.reports] + self.reloader.waiting()
         if self.upgrade is not None and self.upgrade.read_fd >= 0:
             waiting.append(self.upgrade)
         # The control socket and /metrics: non-blocking, one request per connection.
         control = self.holdings.control if self._control_live else None
         served = [s for s in (control, self.holdings.metrics) if s is not None]
-        deadlines = [d for d in [self.arbiter.next_deadline()] +
+        deadlines = [d for d in [self.arbiter.next_deadline(), self.reloader.next_deadline()] +
                      [s.next_deadline() for s in served] if d is not None]
         timeout = min([TICK] + [max(0.0, d - time.monotonic()) for d in deadlines])
         reading: List[object] = []
@@ -197,6 +200,7 @@ class Master(Performer):
                 self.last_error = text    # what the --daemon launcher will print
             else:
                 events.append(WorkerReady(pid) if kind == READY else RecycleWanted(pid))
+        events += self.reloader.events(readable)     # a changed file: ReloadWanted
         events += self._reap()
         events.append(self._tick())
         self._feed(events)

@@ -183,6 +183,7 @@ def _run(ctx: WorkerContext) -> int:
                      inflight=inflight.tracker(slot, kind == "thread")
                      if config.request_timeout else None)
     loop.open()
+    ctx.reports.report_modules(pid)     # --reload: what the master watches
     ctx.reports.send(READY, pid)
     logger.info("worker ready (gen %d, %s, %s)", ctx.generation,
                 f"{config.threads} threads" if kind == "thread" else "sync",
@@ -197,6 +198,7 @@ def _boot_failed(ctx: WorkerContext, pid: int, exc: Exception) -> int:
     """The target cannot be served: tell the master why, exit 3 (at the first start
     the master exits 3 too; on a reload the old generation keeps serving)."""
     logger.error("%s", exc)
+    ctx.reports.report_modules(pid, str(exc))   # --reload: a fix of the file is seen
     ctx.reports.send(BOOT_ERROR, pid, str(exc).split("\n", 1)[0])
     return EXIT_TARGET
 
@@ -240,6 +242,7 @@ def _serve_asgi(ctx: WorkerContext, app: object, slot: object, info: WorkerInfo,
     for server in servers:
         server.state = lifespan.state if lifespan.running else None
     loop.open()
+    ctx.reports.report_modules(pid)     # --reload: what the master watches
     ctx.reports.send(READY, pid)
     logger.info("worker ready (gen %d, asyncio on %s, ASGI%s)", ctx.generation, loop.kind,
                 ", lifespan" if lifespan.running else "")
