@@ -1,9 +1,11 @@
 """``prefork reload | stop | status | scale``: steering a running master.
 
-Each reaches the master through its control socket when one is known (full
-answers: the pool table, a reload's config error), or else through its
-pidfile and a signal.  Where to find them: ``--control-socket``,
-``--pidfile``, or the same keys in the ``-c`` config file.
+Each reaches the master through its control socket (full answers: the pool
+table, a reload's config error), so every way of naming the master gives
+the same answer: ``--control-socket``, ``--pidfile`` (a master with pidfile
+P answers at P.ctl, see :func:`.control.beside`), or the same keys in the
+``-c`` config file.  Only a master with no socket there (an older prefork)
+is reached through its pidfile: signals, and /proc for ``status``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import config as config_mod, metrics, procfs
 from .errors import EXIT_FAILURE, EXIT_OK, ConfigError, PreforkError
@@ -45,8 +47,15 @@ def locate(args: argparse.Namespace) -> Tuple[str, str]:
     return sock, pid
 
 
-def _ask(sock: str, message: Dict[str, Any]) -> Dict[str, Any]:
-    reply = control.request(sock, message)
+def _ask(sock: str, pid_path: str, message: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The master's reply; None when only its pidfile can reach it (no socket at P.ctl,
+    or no live one: signals then, whose errors say whether the master runs)."""
+    try:
+        reply = control.request(sock or control.beside(pid_path), message)
+    except control.Unreachable:
+        if not pid_path:
+            raise
+        return None
     if not reply.get("ok"):
         raise PreforkError(str(reply.get("error", "the master refused")))
     return reply
@@ -71,20 +80,17 @@ def _wait_delivered(pid: int, sig: int, deadline: float = 5.0) -> None:
 
 def reload(args: argparse.Namespace) -> int:
     sock, pid_path = locate(args)
-    if sock:
-        pid = _ask(sock, {"cmd": "reload"})["pid"]
-    else:
-        pid = _signal(pid_path, signal.SIGHUP)
+    reply = _ask(sock, pid_path, {"cmd": "reload"})
+    pid = reply["pid"] if reply else _signal(pid_path, signal.SIGHUP)
     print(f"reloading: master {pid} is starting a new generation")
     return EXIT_OK
 
 
 def stop(args: argparse.Namespace) -> int:
     sock, pid_path = locate(args)
-    if sock:
-        pid = _ask(sock, {"cmd": "stop", "fast": args.fast})["pid"]
-    else:
-        pid = _signal(pid_path, signal.SIGQUIT if args.fast else signal.SIGTERM)
+    reply = _ask(sock, pid_path, {"cmd": "stop", "fast": args.fast})
+    pid = reply["pid"] if reply else \
+        _signal(pid_path, signal.SIGQUIT if args.fast else signal.SIGTERM)
     if args.no_wait:
         print(f"stopping master {pid}")
         return EXIT_OK
@@ -105,12 +111,14 @@ def scale(args: argparse.Namespace) -> int:
         raise ConfigError(f"scale: expected N, +N or -N, got {text!r}")
     number = int(text)
     sock, pid_path = locate(args)
-    if sock:
-        reply = _ask(sock, {"cmd": "scale", "workers": number, "relative": relative})
+    reply = _ask(sock, pid_path, {"cmd": "scale", "workers": number, "relative": relative})
+    if reply:
         print(f"scaling master {reply['pid']} to {reply['workers']} workers")
         return EXIT_OK
     if not relative:
-        raise ConfigError("scale N needs the control socket; with only a pidfile use +N or -N")
+        pidfile.read_pid(pid_path)      # "not running" first, if so
+        raise ConfigError(f"scale N needs the control socket, and there is none at "
+                          f"{control.beside(pid_path)} (an older master?): use +N or -N")
     sig = signal.SIGTTIN if number > 0 else signal.SIGTTOU
     pid = _signal(pid_path, sig, abs(number))
     print(f"sent {abs(number)} x {signal.Signals(sig).name} to master {pid}")
@@ -130,9 +138,8 @@ def status(args: argparse.Namespace) -> int:
 
 def fetch_status(sock: str, pid_path: str) -> Dict[str, Any]:
     """The status report, from the control socket if there is one, else from /proc."""
-    if sock:
-        return _ask(sock, {"cmd": "status"})
-    return _status_from_proc(pidfile.read_pid(pid_path))
+    reply = _ask(sock, pid_path, {"cmd": "status"})
+    return reply if reply else _status_from_proc(pidfile.read_pid(pid_path))
 
 
 def format_status(report: Dict[str, Any]) -> str:
@@ -173,8 +180,8 @@ def _status_from_proc(pid: int) -> Dict[str, Any]:
                         "busy": None, "for": 0.0, "age": uptime - started / procfs.TICKS,
                         "requests": None, "rss": procfs.rss_bytes(child)})
     return {"pid": pid, "rss": procfs.rss_bytes(pid), "started": procfs.start_time(pid),
-            "workers": workers, "note": "from /proc: use --control-socket "
-                                        "for activity and request counts"}
+            "workers": workers, "note": "from /proc: this master has no control socket "
+                                        "beside its pidfile; no activity or request counts"}
 
 
 def _alive(pid: int) -> bool:

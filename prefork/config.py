@@ -268,7 +268,9 @@ class Config:
         metavar="PATH", group="Daemon and control")
     control_socket: str = setting(
         "", "A unix socket (mode 0600) where the master answers `prefork status`, "
-        "`reload`, `stop` and `scale`, one JSON request and reply per line.",
+        "`top`, `reload`, `stop` and `scale`, one JSON request and reply per line. "
+        "Unset, a master with a pidfile P opens it at P.ctl; set, P.ctl links to it: "
+        "the commands find it through --pidfile either way.",
         metavar="PATH", group="Daemon and control")
     metrics_bind: str = setting(
         "", "Serve Prometheus metrics at http://ADDR/metrics from the master "

@@ -44,6 +44,17 @@ MAX_CLIENTS = 32
 CLIENT_DEADLINE = 2.0     # seconds from accept to the reply's last byte: all a local client needs
 BACKLOG = 64
 MAX_REPLY = 4 * 1024 * 1024   # what the client reads: a status of 1024 workers is far below
+BESIDE = ".ctl"    # the control socket beside a pidfile P is P.ctl
+
+
+def beside(pidfile: str) -> str:
+    """Where a master with ``pidfile`` answers: its control socket, or (when
+    ``control_socket`` names another path) a symlink to that socket."""
+    return pidfile + BESIDE
+
+
+class Unreachable(PreforkError):
+    """Nothing listens at the path: no such socket, or its master is gone."""
 
 
 class ControlServer(OneShotServer):
@@ -146,6 +157,12 @@ def request(path: str, message: Dict[str, Any], timeout: float = 10.0) -> Dict[s
         sock.settimeout(timeout)
         try:
             _connect(sock, path, time.monotonic() + timeout)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise Unreachable(f"cannot reach the master at {path}: {exc.strerror}") from None
+        except OSError as exc:
+            raise PreforkError(f"cannot reach the master at {path}: "
+                               f"{exc.strerror or exc}") from None
+        try:
             sock.sendall(json.dumps(message).encode() + b"\n")
             line = _read_line(sock)
         except OSError as exc:

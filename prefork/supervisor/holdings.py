@@ -12,12 +12,14 @@ in the new one).  This module is the one place that knows all three.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .. import sockets
-from .control import ControlServer
+from ..errors import BindError, PreforkError
+from .control import ControlServer, beside
 from .listeners import ListenerSet
 from .metrics_server import MetricsServer
 from .pidfile import PidFile
@@ -33,6 +35,7 @@ class Holdings:
     control: Optional[ControlServer] = None
     metrics: Optional[MetricsServer] = None
     metrics_bind: str = ""                # the setting the metrics socket was made for
+    link: str = ""          # pidfile.ctl -> control_socket, when both are set (ours to remove)
     activated: List[sockets.Listener] = field(default_factory=list)   # systemd's
 
     def preserve(self) -> List[int]:
@@ -75,6 +78,7 @@ class Holdings:
         if self.control is not None:
             self.control.close_in_child()   # the path stays: the new master answers there
             self.control = None
+        self.link = ""      # the new master's now
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
@@ -103,6 +107,8 @@ class Holdings:
         self.listeners.owns_files = self.listeners.owns_files and owner
         self.listeners.close_all()
         if self.control is not None:
+            if owner and self.link and _points_to(self.link, self.control.path):
+                os.unlink(self.link)
             self.control.close() if owner else self.control.close_in_child()
         if self.metrics is not None:
             self.metrics.close()
@@ -114,7 +120,12 @@ def open_inherited(holdings: Holdings, inheritance: Optional[Inheritance],
                    control_path: str, metrics_bind: str,
                    respond: Callable[[Dict[str, object]], Dict[str, object]],
                    render: Callable[[], str]) -> None:
-    """Open the control and metrics sockets, taking an old master's where they match."""
+    """Open the control and metrics sockets, taking an old master's where they match.
+
+    With a pidfile P the control socket is always reachable at P.ctl: it is
+    opened there when ``control_path`` is unset (a failure is only logged: a
+    start that worked without it still does), else P.ctl links to it.
+    """
     def inherited(fd: Optional[int], wanted: str) -> Optional[socket.socket]:
         if fd is None:
             return None
@@ -124,7 +135,8 @@ def open_inherited(holdings: Holdings, inheritance: Optional[Inheritance],
         sock.close()    # the config names another address (or none): made afresh
         return None
 
-    control = inherited(inheritance.control, control_path) if inheritance else None
+    near = beside(holdings.pidfile.path) if holdings.pidfile is not None else ""
+    control = inherited(inheritance.control, control_path or near) if inheritance else None
     metrics = inherited(inheritance.metrics, metrics_bind) if inheritance else None
     if metrics_bind:    # before the control socket: a failure leaves no file
         holdings.metrics = MetricsServer(metrics_bind, render, metrics)
@@ -132,6 +144,36 @@ def open_inherited(holdings: Holdings, inheritance: Optional[Inheritance],
         logger.info("metrics at http://%s/metrics", holdings.metrics.name)
     if control_path:
         holdings.control = ControlServer(control_path, respond, control)
+        if near and near != holdings.control.path:
+            holdings.link = _link(near, holdings.control.path)
+    elif near:
+        try:
+            holdings.control = ControlServer(near, respond, control)
+        except PreforkError as exc:
+            logger.warning("%s: steer this master by signals, through its pidfile", exc)
+
+
+def _points_to(link: str, target: str) -> bool:
+    try:
+        return os.readlink(link) == target
+    except OSError:
+        return False
+
+
+def _link(path: str, target: str) -> str:
+    """Make ``path`` a symlink to ``target`` (kept if an old master made it); '' if not."""
+    if _points_to(path, target):
+        return path
+    try:
+        if os.path.islink(path):
+            os.unlink(path)       # a crashed master's, to another socket
+        else:
+            sockets.remove_stale_socket(path, "control socket")
+        os.symlink(target, path)
+    except (OSError, BindError) as exc:
+        logger.warning("no link to the control socket at %s: %s", path, exc)
+        return ""
+    return path
 
 
 def adopt_listeners(holdings: Holdings, inheritance: Optional[Inheritance]) -> None:

@@ -1,7 +1,10 @@
 """Steering a daemonized master: ``prefork reload | stop | scale``.
 
-Each command reaches the master either through its pidfile (signals) or its
-control socket (JSON lines); both ways are exercised against real masters.
+Each command reaches the master through its control socket (JSON lines),
+named directly or found beside its pidfile (P.ctl); a master without a
+socket there (an older prefork: here, one whose P.ctl was removed) is
+steered through its pidfile with signals.  Both are exercised against real
+masters; test_control_plane.py checks that every way gives the same answers.
 """
 
 import os
@@ -33,6 +36,12 @@ def start(d, target: str = ECHO, workers: int = 2, *extra: str) -> Path:
 
 def via(d, how: str, sock: Path) -> tuple:
     return ("--pidfile", str(d.pidfile)) if how == "pidfile" else ("--control-socket", str(sock))
+
+
+def as_an_older_master(d) -> None:
+    """No socket beside the pidfile, as before prefork opened one: commands fall back
+    to signals."""
+    os.unlink(f"{d.pidfile}.ctl")
 
 
 def slow_request(d, seconds: float) -> socket.socket:
@@ -133,6 +142,7 @@ def test_scale_via_control_socket(daemon):
 def test_scale_via_pidfile_sends_ttin_and_ttou(daemon):
     d = daemon()
     start(d)
+    as_an_older_master(d)
     d.wait_workers(lambda p: len(p) == 2)
     pidfile = ("--pidfile", str(d.pidfile))
     result = d.ctl("scale", "+1", *pidfile)
@@ -158,6 +168,7 @@ def run_first_on(cpu: int) -> None:
 def test_scale_plus_n_via_pidfile_takes_every_step(daemon):
     d = daemon()
     sock = start(d, ECHO, 1)
+    as_an_older_master(d)
     # The race, made certain: the master cannot run between the command's
     # signals when it shares one CPU with a real-time `prefork scale`.  On a
     # loaded host the same happens by chance (about half the time here).
@@ -192,7 +203,7 @@ def test_config_file_is_enough_to_find_the_master(daemon, tmp_path):
     assert re.search(rf"^master {d.pid} .*generation 1", status.stdout, re.M)
     assert "REQUESTS" in status.stdout and "from /proc" not in status.stdout
 
-    # A config naming only the pidfile steers by signals.
+    # A config naming only the pidfile finds the socket through it (P.ctl links to it).
     only_pidfile = tmp_path / "pidfile-only.toml"
     only_pidfile.write_text(f'pidfile = "{d.pidfile}"\n')
     result = d.ctl("reload", "-c", str(only_pidfile))

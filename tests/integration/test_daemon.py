@@ -148,14 +148,14 @@ def test_usr1_reopens_moved_error_and_access_logs(daemon, tmp_path, target):
     assert {int(m.group(1)) for m in matches} == workers
     # The master writes to the new file too: make it say something.
     assert d.ctl("scale", "+1", "--pidfile", str(d.pidfile)).returncode == 0
-    d.wait_for(rf"\[{d.pid}\] \[INFO\] TTIN: pool size 3")
+    d.wait_for(rf"\[{d.pid}\] \[INFO\] scale: pool size 3")   # via P.ctl
 
     for i in range(4):   # whichever worker answers, its line goes to the new file
         http_get(d.address(), f"/after{i}")
     wait_until(lambda: access.exists() and access.read_text().count("/after") == 4, 5,
                "access lines in the new file")
     assert "/after" not in old_access.read_text()
-    assert "reopened" not in old_error.read_text() and "TTIN" not in old_error.read_text()
+    assert "reopened" not in old_error.read_text() and "pool size 3" not in old_error.read_text()
 
 
 @as_root

@@ -195,6 +195,7 @@ def test_daemon_serves_metrics_and_pidfile_status_renders_proc(daemon):
     code, _, body = scrape(metrics_address(d.log()))
     assert code == 200 and set(per_pid(samples(body), "prefork_worker_rss_bytes")) == workers
 
+    os.unlink(f"{d.pidfile}.ctl")    # as an older prefork: no control socket beside the pidfile
     result = d.ctl("status", "--pidfile", str(d.pidfile), "--format", "prometheus")
     assert result.returncode == 0, result.stderr
     parsed = samples(result.stdout)

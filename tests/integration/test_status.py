@@ -116,9 +116,10 @@ def test_status_shows_the_worker_with_a_request_in_flight_as_busy(daemon):
 
 
 @pytest.mark.timeout(30)
-def test_status_with_only_a_pidfile_reads_proc(daemon):
+def test_status_of_a_master_without_a_socket_beside_its_pidfile_reads_proc(daemon):
     d = daemon()
     start(d, control=False)
+    os.unlink(f"{d.pidfile}.ctl")    # as an older prefork: nothing answers at P.ctl
     workers = d.wait_workers(lambda p: len(p) == 2)
     where = ("--pidfile", str(d.pidfile))
     rows = table(d, *where)
