@@ -58,7 +58,7 @@ from test_hostile_clients import held_sockets, ms, percentile, raise_fd_limit
 pytestmark = pytest.mark.integration
 
 LATENCY_LIMIT = 1.0          # seconds: every one of the real client's requests
-PROBE_SECONDS = seconds(5, 30)
+PROBE_SECONDS = seconds(3.5, 30)
 SILENT = int(seconds(200, 1000))
 TRICKLERS = int(seconds(20, 100))
 SWEEP_SLACK = 2.0            # past header_timeout: the loops' sweep, and this test's pace
