@@ -207,8 +207,9 @@ def test_access_log_lines(raw):
 def test_client_timeout_is_the_clients_stall_never_the_apps(impatient):
     # The app sleeps 0.8 s before each receive, longer than client_timeout
     # (0.5 s), while the client has sent its whole body (more than the queue
-    # holds, so reading pauses): the client is not stalling, it gets a 200.
-    body = b"b" * (1 << 20)
+    # holds, BODY_HIGH 256 KiB, so reading pauses): the client is not stalling, it
+    # gets a 200.
+    body = b"b" * (512 << 10)
     with Conn(impatient.address) as conn:
         r = conn.request("POST", "/lazyread?s=0.8", body=body)
         assert (r.status, r.body) == (200, str(len(body)).encode())
