@@ -51,8 +51,8 @@ def test_five_hups_under_load_lose_nothing(prefork_server, kind):
             started = time.monotonic()
             server.signal(signal.SIGHUP)
             server.wait_for(r"reload complete", count=n, timeout=30)
-            # Pacing, not synchronisation: keep the HUPs about 1 s apart.
-            time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+            # Pacing, not synchronisation: keep the HUPs about 0.5 s apart.
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - started)))
         # Some load after the last reload too, while the old workers drain.
         time.sleep(0.5)
     finally:
