@@ -320,7 +320,7 @@ def test_graceful_stop_under_wrk_answers_every_request_sent_before_term(
     # The 32 requests are HTTP/1.1 keep-alive: those answered before TERM leave idle
     # connections, which a stopping worker closes at their keep-alive deadline.
     server = serve(prefork_server, kind, "--graceful-timeout", str(grace), keepalive=1)
-    before = seconds(2, 10)
+    before = seconds(1, 10)
     wrk = start_wrk(server.address, 3 * before + 60, path="/hello/")
     try:
         time.sleep(before)      # load for a while: pacing, not synchronisation
