@@ -85,6 +85,14 @@ class Config:
     workers: int = setting(
         CPU_COUNT, "Number of worker processes (default: number of CPUs).",
         flag="-w", minimum=1, maximum=MAX_WORKERS, metavar="N", group="Workers")
+    max_workers: int = setting(
+        0, "Adaptive pool: grow up to M workers (workers is the floor) while the listen "
+        "queue builds or every worker is busy, one at a time; 0 = a fixed pool.",
+        flag="--max-workers", minimum=0, maximum=MAX_WORKERS, metavar="M", group="Workers")
+    idle_retire_after: float = setting(
+        10.0, "With max_workers: seconds of calm (no queue, no more busy workers than the "
+        "floor) before the idlest worker above the floor is retired gracefully.",
+        minimum=0.1, metavar="S", group="Workers")
     worker_class: str = setting(
         "auto", "Worker kind. sync: one job at a time per worker. thread: a "
         "bounded pool of `threads` per worker. asyncio: an event loop running an "

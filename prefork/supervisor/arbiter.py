@@ -26,9 +26,10 @@ from typing import Any, Callable, Dict, List, Optional
 from ..errors import EXIT_OK, EXIT_TARGET
 from ..scoreboard import clamp_pool, max_pool
 from . import health
+from .autoscale import Autoscaler
 from .escalation import FAST_STOP_GRACE
 from .events import (ChildExited, CloseListeners, Exit, Kill, LoadConfig, Log, NewGeneration,
-                     Notify, RecycleWanted, Refused, Reload, ReloadFailed, ReloadWanted,
+                     Notify, PoolLoad, RecycleWanted, Refused, Reload, ReloadFailed, ReloadWanted,
                      ReopenLogs, Scale, Signal, Spawn, Spawned, SpawnFailed, Start, Tick,
                      UpgradeFailed, UpgradeReady, UpgradeStarted, WorkerReady)
 from .health import backoff_delay, describe_exit
@@ -49,8 +50,11 @@ class Arbiter:
     def __init__(self, workers: int, *, capacity: int, timeout: float,
                  graceful_timeout: float, request_timeout: float = 0.0,
                  max_rss: int = 0, preload: bool = False,
-                 upgrade_timeout: float = 60.0) -> None:
+                 upgrade_timeout: float = 60.0, max_workers: int = 0,
+                 idle_retire_after: float = 30.0) -> None:
         self.capacity = capacity
+        self.autoscale = Autoscaler(max_workers and clamp_pool(max_workers, capacity),
+                                    idle_retire_after)   # target is its floor
         self.max_workers = max_pool(capacity)
         self.target = clamp_pool(workers, capacity)
         self.limits = health.Limits(timeout, request_timeout, max_rss)
@@ -97,6 +101,10 @@ class Arbiter:
         if self.boot_failures and self.phase == RUNNING and not self._probe_booting():
             times.append(self.next_spawn_at)
         return min(times) if times else None
+
+    @property
+    def wanted(self) -> int:    # target, or more while the adaptive pool has grown
+        return self.autoscale.size(self.target)
 
     @property
     def reloading(self) -> bool:
@@ -194,6 +202,16 @@ class Arbiter:
         starts = [tick.requests[w.pid][0] for w in self.workers.values()
                   if not w.stop.armed and w.pid in tick.requests and tick.requests[w.pid][0]]
         return min(starts) + self.limits.request_timeout if starts else None
+
+    def _on_pool_load(self, event: PoolLoad, now: float) -> List[object]:
+        """The adaptive pool's step (see .autoscale), through the usual spawn and retire."""
+        live = [w.pid for w in self.workers.values() if w.generation == self.generation
+                and w.ready and not w.retiring and not w.replaceable]
+        if self.phase == STOPPING or self.reloading or not live:
+            return []
+        step = self.autoscale.observe(now, self.target, event.busy, event.queue, live)
+        retire = self.workers[step.retire].retire(now, self.graceful_timeout) if step.retire else []
+        return ([Log("info", step.text)] if step.change else []) + retire
 
     def _on_signal(self, event: Signal, now: float) -> List[object]:
         sig = event.sig
@@ -297,13 +315,13 @@ class Arbiter:
         live = [w for w in self.workers.values()
                 if w.generation == self.generation and not w.retiring and not w.replaceable]
         count = len(live) + sum(1 for g in self.spawning.values() if g == self.generation)
-        if count > self.target:
-            extras = sorted(live, key=lambda w: (w.ready, -w.started))[:count - self.target]
+        if count > self.wanted:
+            extras = sorted(live, key=lambda w: (w.ready, -w.started))[:count - self.wanted]
             for w in extras:
                 actions += w.retire(now, self.graceful_timeout)
-        elif count < self.target:
-            actions += self._spawn(self.target - count, live, now)
-        if sum(1 for w in live if w.ready) >= self.target:
+        elif count < self.wanted:
+            actions += self._spawn(self.wanted - count, live, now)
+        if sum(1 for w in live if w.ready) >= self.wanted:
             if self.reloading:
                 actions += self._commit()
             for w in list(self.workers.values()):
@@ -337,7 +355,7 @@ class Arbiter:
         self.stable = self.generation
         text = ("ready: serving with" if first else
                 f"reload complete: generation {self.generation} serving with")
-        return [Log("info", f"{text} {self.target} workers"), Notify("READY=1")]
+        return [Log("info", f"{text} {self.wanted} workers"), Notify("READY=1")]
 
     def _boot_failed(self, generation: int, what: str, now: float,
                      code: Optional[int] = None) -> List[object]:
@@ -396,5 +414,5 @@ class Arbiter:
         RecycleWanted: _on_recycle_wanted, ChildExited: _on_child_exited, Scale: _on_scale,
         ReloadWanted: _on_reload_wanted, Reload: _on_reload, ReloadFailed: _on_reload_failed,
         UpgradeStarted: _on_upgrade_started, UpgradeFailed: _on_upgrade_failed,
-        UpgradeReady: _on_upgrade_ready,
+        UpgradeReady: _on_upgrade_ready, PoolLoad: _on_pool_load,
     }

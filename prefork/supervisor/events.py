@@ -154,6 +154,15 @@ class Tick:
     served: Mapping[int, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PoolLoad:
+    """With max_workers on: which workers are in a request (by PID, from the
+    scoreboard) and the connections waiting in all listen queues."""
+
+    busy: Mapping[int, bool] = field(default_factory=dict)
+    queue: int = 0
+
+
 # -- actions ----------------------------------------------------------------
 
 @dataclass(frozen=True)

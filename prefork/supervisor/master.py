@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from setproctitle import setproctitle
 
-from .. import metrics, sockets, target
+from .. import metrics, sockets, status_page, target
 from ..config import Config
 from ..hooks import Hooks
 from ..reports import BOOT_ERROR, READY, ReportPipe
@@ -38,10 +38,11 @@ from . import privileges, status
 from .answers import Outcome, answer
 from .arbiter import Arbiter
 from .daemon import NOT_DAEMON, Readiness
-from .events import (ChildExited, RecycleWanted, Signal, Start, Tick, UpgradeFailed,
+from .events import (ChildExited, PoolLoad, RecycleWanted, Signal, Start, Tick, UpgradeFailed,
                      UpgradeReady, WorkerReady)
 from .holdings import Holdings, adopt_listeners, open_inherited
 from .listeners import ListenerSet, bind_options, tls_context
+from .metrics_server import Site
 from .performers import Performer
 from .pidfile import PidFile
 from .reloader import Reloader
@@ -86,10 +87,16 @@ class Master(Performer):
                                graceful_timeout=config.graceful_timeout,
                                request_timeout=config.request_timeout,
                                max_rss=config.max_rss, preload=config.preload,
-                               upgrade_timeout=config.upgrade_timeout)
+                               upgrade_timeout=config.upgrade_timeout,
+                               max_workers=config.max_workers,
+                               idle_retire_after=config.idle_retire_after)
         if inheritance is not None:
             # Generation numbers go on across upgrades: one history in logs and status.
             self.arbiter.generation = self.arbiter.last_generation = inheritance.generation + 1
+        # /status's request-rate chart: a sample every few seconds, taken in _turn.
+        self.history = status_page.History()
+        self._render_metrics = Site(lambda: metrics.render(self._snapshot()), self._snapshot,
+                                    self.history)
 
     def bind(self) -> None:
         """Parse the target and bind every listener: before any fork, so errors exit early.
@@ -203,7 +210,11 @@ class Master(Performer):
         events += self.reloader.events(readable)     # a changed file: ReloadWanted
         events += self._reap()
         events.append(self._tick())
+        if self.config.max_workers:
+            events.append(self._pool_load())
         self._feed(events)
+        if self.exit_status is None and self.history.due(time.monotonic()):
+            self.history.add(time.monotonic(), self._snapshot())
 
     def _feed(self, events: Sequence[object]) -> List[object]:
         """Feed ``events`` to the arbiter in order and perform its actions; the events
@@ -271,6 +282,13 @@ class Master(Performer):
                     {w.pid: status.rss_bytes(w.pid) for w in workers} if limits.max_rss else {},
                     {w.pid: board.served(w.slot) for w in workers} if limits.max_rss else {})
 
+    def _pool_load(self) -> PoolLoad:
+        """For the adaptive pool: who is in a request, and what waits to be accepted."""
+        queues = [q[0] for q in map(sockets.listen_queue,
+                                    (l.sock for l in self.listeners.all())) if q]
+        return PoolLoad({w.pid: self.scoreboard.read(w.slot).connections > 0
+                         for w in self.arbiter.workers.values()}, sum(queues))
+
     # -- the control socket and /metrics -----------------------------------------
 
     def _respond(self, message: Dict[str, object]) -> Dict[str, object]:
@@ -285,6 +303,3 @@ class Master(Performer):
     def _snapshot(self) -> Dict[str, object]:
         return status.snapshot(self.arbiter, self.scoreboard, self.config.target,
                                self.listeners.all())
-
-    def _render_metrics(self) -> str:
-        return metrics.render(self._snapshot())
