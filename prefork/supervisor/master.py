@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from setproctitle import setproctitle
 
-from .. import metrics, sockets, target
+from .. import metrics, sockets, status_page, target
 from ..config import Config
 from ..hooks import Hooks
 from ..reports import BOOT_ERROR, READY, ReportPipe
@@ -42,6 +42,7 @@ from .events import (ChildExited, PoolLoad, RecycleWanted, Signal, Start, Tick, 
                      UpgradeReady, WorkerReady)
 from .holdings import Holdings, adopt_listeners, open_inherited
 from .listeners import ListenerSet, bind_options, tls_context
+from .metrics_server import Site
 from .performers import Performer
 from .pidfile import PidFile
 from .reloader import Reloader
@@ -92,6 +93,10 @@ class Master(Performer):
         if inheritance is not None:
             # Generation numbers go on across upgrades: one history in logs and status.
             self.arbiter.generation = self.arbiter.last_generation = inheritance.generation + 1
+        # /status's request-rate chart: a sample every few seconds, taken in _turn.
+        self.history = status_page.History()
+        self._render_metrics = Site(lambda: metrics.render(self._snapshot()), self._snapshot,
+                                    self.history)
 
     def bind(self) -> None:
         """Parse the target and bind every listener: before any fork, so errors exit early.
@@ -208,6 +213,8 @@ class Master(Performer):
         if self.config.max_workers:
             events.append(self._pool_load())
         self._feed(events)
+        if self.exit_status is None and self.history.due(time.monotonic()):
+            self.history.add(time.monotonic(), self._snapshot())
 
     def _feed(self, events: Sequence[object]) -> List[object]:
         """Feed ``events`` to the arbiter in order and perform its actions; the events
@@ -296,6 +303,3 @@ class Master(Performer):
     def _snapshot(self) -> Dict[str, object]:
         return status.snapshot(self.arbiter, self.scoreboard, self.config.target,
                                self.listeners.all())
-
-    def _render_metrics(self) -> str:
-        return metrics.render(self._snapshot())

@@ -12,6 +12,11 @@ would only hold sockets.  Responses are built by the HTTP package's
 :func:`~prefork.servers.http.response.simple_response`, as the workers'
 own error replies are.
 
+The same socket serves ``/status`` (an HTML page, :mod:`prefork.status_page`)
+and ``/status.json`` when the master hands a :class:`Site` as ``render``: a
+Site is itself the metrics renderer, so whoever only knows ``/metrics``
+needs no change.
+
 :func:`respond` (request head -> response bytes) has no I/O, for the tests.
 """
 
@@ -20,11 +25,12 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from .. import sockets
 from ..errors import BindError, ConfigError
+from .. import status_page
 from ..metrics import CONTENT_TYPE
 from ..servers.http.response import simple_response
 from .oneshot import OneShotServer
@@ -36,6 +42,42 @@ MAX_HEAD = 8192
 CLIENT_DEADLINE = 5.0
 BACKLOG = 16
 PATH = "/metrics"
+STATUS_PATH = "/status"
+STATUS_JSON_PATH = "/status.json"
+
+Page = Tuple[str, Callable[[], str]]     # (content type, renderer)
+
+
+class Site:
+    """What ``metrics_bind`` serves: ``/metrics``, ``/status`` and ``/status.json``.
+
+    Calling it renders the metrics (it stands for a plain ``render``);
+    ``snapshot`` gives the status report, ``history`` the rate samples.
+    """
+
+    def __init__(self, metrics: Callable[[], str], snapshot: Callable[[], Dict[str, Any]],
+                 history: status_page.History,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.metrics = metrics
+        self.snapshot = snapshot
+        self.history = history
+        self.clock = clock
+
+    def __call__(self) -> str:
+        return self.metrics()
+
+    def status_html(self) -> str:
+        now = self.clock()
+        return status_page.render(self.snapshot(), list(self.history.samples), now,
+                                  self.history.previous(now), self.history.span)
+
+    def status_json(self) -> str:
+        return status_page.to_json(self.snapshot())
+
+    def pages(self) -> Dict[str, Page]:
+        return {PATH: (CONTENT_TYPE, self.metrics),
+                STATUS_PATH: (status_page.CONTENT_TYPE, self.status_html),
+                STATUS_JSON_PATH: (status_page.JSON_TYPE, self.status_json)}
 
 
 def head_complete(data: bytes) -> bool:
@@ -44,7 +86,8 @@ def head_complete(data: bytes) -> bool:
 
 
 def respond(head: bytes, render: Callable[[], str]) -> bytes:
-    """The whole response to one request head; ``render`` is called only for the metrics."""
+    """The whole response to one request head; ``render`` (or, for a :class:`Site`, the
+    page asked for) is called only for a GET or HEAD of a page it serves."""
     line = head.split(b"\n", 1)[0].rstrip(b"\r")
     parts = line.split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
@@ -54,16 +97,19 @@ def respond(head: bytes, render: Callable[[], str]) -> bytes:
         path = urlsplit(target.decode("ascii")).path
     except (UnicodeDecodeError, ValueError):
         return simple_response(400, b"bad request\n")
-    if path != PATH:
-        return simple_response(404, f"not found; metrics are at {PATH}\n".encode())
+    pages = render.pages() if isinstance(render, Site) else {PATH: (CONTENT_TYPE, render)}
+    if path not in pages:
+        where = ", ".join(pages)
+        return simple_response(404, f"not found; served here: {where}\n".encode())
+    content_type, page = pages[path]
     if method not in (b"GET", b"HEAD"):
         return simple_response(405, b"use GET\n", extra=[("Allow", "GET, HEAD")])
     try:
-        body = render().encode("utf-8")
+        body = page().encode("utf-8")
     except Exception:     # a bug in rendering must not end the master
-        logger.exception("metrics: rendering failed")
+        logger.exception("metrics: rendering %s failed", path)
         return simple_response(500, b"rendering failed\n")
-    return simple_response(200, body, CONTENT_TYPE, head_only=method == b"HEAD")
+    return simple_response(200, body, content_type, head_only=method == b"HEAD")
 
 
 class MetricsServer(OneShotServer):
