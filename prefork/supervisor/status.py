@@ -35,7 +35,9 @@ def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str,
             if view.running_since else None,
         })
     return {"pid": os.getpid(), "target": target, "generation": arbiter.generation,
-            "workers_wanted": arbiter.target, "phase": arbiter.phase,
+            # The adaptive pool's current size; the floor (-w, TTIN/TTOU, scale) beside it.
+            "workers_wanted": arbiter.wanted, "workers_floor": arbiter.target,
+            "phase": arbiter.phase,
             "reloading": arbiter.reloading and bool(arbiter.stable),
             "rss": rss_bytes(os.getpid()), "started": start_time(os.getpid()),
             "workers": workers, "listeners": listener_queues(listeners),
