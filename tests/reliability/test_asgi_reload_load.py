@@ -18,14 +18,13 @@ import contextlib
 import re
 import signal
 import time
-from typing import List
 
 import pytest
 
 from harness import pid_alive, wait_until
 from http_helpers import CALLS_ENV, Served
 from test_reload_load import (EVERY, STEP, TIMEOUT, TROUBLE, answers, assert_clean,
-                              send_requests, under_load, usr2_step)
+                              send_requests, under_load, upgrades_under_load)
 from load import finish_wrk, start_wrk
 
 pytestmark = pytest.mark.integration
@@ -65,15 +64,7 @@ def test_asgi_hup_under_wrk_loses_nothing(prefork_server, tmp_path, figures):
 @pytest.mark.timeout(TIMEOUT + 30)
 def test_asgi_usr2_upgrades_under_wrk_lose_nothing(prefork_server, tmp_path, figures):
     server = serve(prefork_server, tmp_path).proc
-    masters: List[int] = [server.pid]
-    run = under_load(server, usr2_step(server, masters))
-    figures(scenario=f"USR2 every {EVERY:g} s under wrk -c64", kind="asyncio",
-            signals=run.steps, **run.counts())
-    for old in masters[:-1]:
-        wait_until(lambda: not pid_alive(old), 15, f"old master {old} to exit")
-    assert server.proc.wait(5) == 0
-    assert pid_alive(masters[-1]) and len(set(masters)) == run.steps + 1
-    assert_clean(run, server)
+    upgrades_under_load(server, figures, "asyncio")
 
 
 @pytest.mark.timeout(TIMEOUT)

@@ -219,11 +219,16 @@ def usr2_step(server, masters: List[int]) -> Callable[[int], None]:
 @pytest.mark.timeout(TIMEOUT + 30)
 def test_usr2_upgrades_under_wrk_lose_nothing(prefork_server, figures):
     server = serve(prefork_server, "sync")
+    upgrades_under_load(server, figures, "sync")
+
+
+def upgrades_under_load(server, figures, kind: str) -> None:
+    """USR2 every EVERY s under wrk: every old master stops by itself (the first one,
+    the test's child, cleanly), the last one serves, no request is lost."""
     masters: List[int] = [server.pid]
     run = under_load(server, usr2_step(server, masters))
-    figures(scenario=f"USR2 every {EVERY:g} s under wrk -c64", kind="sync", signals=run.steps,
+    figures(scenario=f"USR2 every {EVERY:g} s under wrk -c64", kind=kind, signals=run.steps,
             **run.counts())
-    # Every old master stopped by itself; the first one (our child) cleanly.
     for old in masters[:-1]:
         wait_until(lambda: not pid_alive(old), 15, f"old master {old} to exit")
     assert server.proc.wait(5) == 0
