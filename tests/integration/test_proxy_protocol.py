@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from edge_helpers import (KINDS, V2_SIGNATURE, Certs, EdgeServed, Kind, ask, client_context,
-                          connect, edge_server, info, make_certs, proxy_v1, proxy_v2,
-                          reply_to, request_bytes, tlv, until_closed)
+from edge_helpers import (KINDS, V2_SIGNATURE, EdgeServed, Kind, ask, client_context, connect,
+                          edge_server, info, proxy_v1, proxy_v2, reply_to, request_bytes, tlv,
+                          until_closed)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -39,11 +39,6 @@ MALFORMED = {
     "v2-oversized": V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", 5000) + bytes(5000),
     "no-header": b"",
 }
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory) -> Certs:
-    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module", params=KINDS, ids=str)

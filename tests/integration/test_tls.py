@@ -19,18 +19,13 @@ import pytest
 import websockets.sync.client
 
 from edge_helpers import (ASGI_KINDS, CLIENT_CN, KINDS, Certs, EdgeServed, Kind, ask,
-                          client_context, connect, edge_server, info, make_certs,
-                          reply_to, request_bytes, until_closed)
+                          client_context, connect, edge_server, info, reply_to,
+                          request_bytes, until_closed)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
 ECHO = "prefork.examples.echo:UpperEchoHandler"
 WIRE_KINDS = [kind for kind in KINDS if kind.wire == "http"]
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory) -> Certs:
-    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module", params=KINDS, ids=str)

@@ -27,11 +27,6 @@ ROTATED = [kind for kind in KINDS
            if kind.name in ("handler-sync", "http.server-thread", "wsgi-thread", "asgi-asyncio")]
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory) -> Certs:
-    return make_certs(tmp_path_factory.mktemp("certs"))
-
-
 def _encrypted_key(certs: Certs, password: bytes) -> Path:
     key = serialization.load_pem_private_key(certs.key.read_bytes(), password=None)
     path = certs.directory / "encrypted-key.pem"
