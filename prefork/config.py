@@ -266,6 +266,11 @@ class Config:
     access_log_format: str = setting(
         "combined", "HTTP: access log lines in Apache combined format or as JSON.",
         choices=("combined", "json"), group="Logging")
+    show_requests: bool = setting(
+        True, "Each worker keeps the request it has been running longest in the "
+        "scoreboard, for `prefork top`, `status` and /status (about a microsecond per "
+        "request; --no-show-requests saves it). request_timeout needs it on the sync "
+        "and thread workers and turns it on.", group="Logging")
     daemon: bool = setting(
         False, "Detach into the background (python-daemon). The command returns "
         "once the workers are ready, or fails with the error and its exit status.",

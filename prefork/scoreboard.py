@@ -19,13 +19,16 @@ from typing import Iterator, Tuple
 # a connection is its one request).
 _SLOT = struct.Struct("=qqqddqqdd")
 SLOT_SIZE = 256
-# Then, only while request_timeout is on, the request the worker has been
-# running longest: since when (0.0 = none), and what it is, as UTF-8 text
-# padded with NULs (see prefork.worker.inflight).
+# Then, while show_requests or request_timeout is on, the request the worker
+# has been running longest: since when (0.0 = none), and what it is, as UTF-8
+# text padded with NULs (see prefork.worker.inflight).
 DOING_SIZE = 160
 _RUNNING_AT = _SLOT.size
 _SHOWN = struct.Struct(f"=d{DOING_SIZE}s")
-assert _RUNNING_AT + _SHOWN.size <= SLOT_SIZE
+# Then 1 if the worker enforces request_timeout itself (the asyncio worker
+# cancels the request's task), so the master must not abort it for that.
+_OWN_CLOCK_AT = _RUNNING_AT + _SHOWN.size
+assert _OWN_CLOCK_AT + 8 <= SLOT_SIZE
 
 _STATE_AT = struct.calcsize("=qq")
 _HEARTBEAT_AT = struct.calcsize("=qqqd")
@@ -73,7 +76,7 @@ class SlotView:
     heartbeat: float
     request_start: float
     busy_seconds: float = 0.0    # total time with at least one request in flight
-    running_since: float = 0.0   # the longest-running request (request_timeout on)
+    running_since: float = 0.0   # the longest-running request (show_requests on)
     doing: str = ""              # what that request is
 
 
@@ -89,6 +92,7 @@ class Scoreboard:
         _SLOT.pack_into(self._mm, slot * SLOT_SIZE, pid, generation, BOOTING, now, now,
                         0, 0, 0.0, 0.0)
         _SHOWN.pack_into(self._mm, slot * SLOT_SIZE + _RUNNING_AT, 0.0, b"")
+        _LONG.pack_into(self._mm, slot * SLOT_SIZE + _OWN_CLOCK_AT, 0)
 
     def set_pid(self, slot: int, pid: int) -> None:
         _LONG.pack_into(self._mm, slot * SLOT_SIZE, pid)
@@ -96,6 +100,11 @@ class Scoreboard:
     def release(self, slot: int) -> None:
         _SLOT.pack_into(self._mm, slot * SLOT_SIZE, 0, 0, FREE, 0.0, 0.0, 0, 0, 0.0, 0.0)
         _SHOWN.pack_into(self._mm, slot * SLOT_SIZE + _RUNNING_AT, 0.0, b"")
+        _LONG.pack_into(self._mm, slot * SLOT_SIZE + _OWN_CLOCK_AT, 0)
+
+    def times_own_requests(self, slot: int) -> bool:
+        """Does ``slot``'s worker enforce request_timeout itself (no abort for it)?"""
+        return bool(_LONG.unpack_from(self._mm, slot * SLOT_SIZE + _OWN_CLOCK_AT)[0])
 
     def read(self, slot: int) -> SlotView:
         pid, generation, state, booted, heartbeat, requests, connections, start, busy = \
@@ -155,6 +164,10 @@ class WorkerSlot:
 
     def set_state(self, state: int) -> None:
         _LONG.pack_into(self._mm, self._offset + _STATE_AT, state)
+
+    def times_own_requests(self) -> None:
+        """This worker enforces request_timeout itself: the master only shows its requests."""
+        _LONG.pack_into(self._mm, self._offset + _OWN_CLOCK_AT, 1)
 
     def show_running(self, since: float, doing: bytes) -> None:
         """Publish the request running longest; ``doing`` is cut to DOING_SIZE bytes."""

@@ -46,7 +46,7 @@ class Loop(Protocol):
 
     selector: selectors.BaseSelector
     multithread: bool                    # jobs run on a pool of threads
-    inflight: Optional[Any]              # a request_timeout tracker, or None when off
+    inflight: Optional[Any]              # show_requests' tracker, or None when off
 
     def run_job(self, job: Job, on_done: Optional[Job] = None, counts: bool = True,
                 what: Optional[Describe] = None) -> None:
@@ -73,9 +73,10 @@ class AsyncLoop(Protocol):
 
     def forget(self, connection: Parked) -> None: ...
 
-    def request_started(self) -> None: ...
+    def request_started(self, request: Any = None) -> None:
+        """``request`` (with a ``shown_as()``) is what top and status show it running."""
 
-    def request_finished(self) -> None: ...
+    def request_finished(self, request: Any = None) -> None: ...
 
 
 class StreamServer(Protocol):

@@ -113,7 +113,7 @@ class Arbiter:
     def _settings(self) -> tuple:
         """What a reload changes, and an aborted reload restores."""
         return (self.target, self.limits, self.graceful_timeout, self.preload,
-                self.upgrade_timeout)
+                self.upgrade_timeout, self.autoscale.tuning())
 
     # -- events --------------------------------------------------------------
 
@@ -270,6 +270,8 @@ class Arbiter:
         self.limits = health.Limits(event.timeout, event.request_timeout, event.max_rss)
         self.graceful_timeout = event.graceful_timeout
         self.preload, self.upgrade_timeout = event.preload, event.upgrade_timeout
+        self.autoscale.retune(event.max_workers and clamp_pool(event.max_workers, self.capacity),
+                              event.idle_retire_after)
         self.last_generation += 1
         self.reloads += 1
         self.generation = self.last_generation
@@ -384,7 +386,8 @@ class Arbiter:
                 w.outgoing = False
         self.generation = self.stable
         (self.target, self.limits, self.graceful_timeout, self.preload,
-         self.upgrade_timeout) = self._stable_settings
+         self.upgrade_timeout, tuning) = self._stable_settings
+        self.autoscale.retune(*tuning)
         self.boot_failures, self.next_spawn_at = 0, 0.0
         return actions + [Notify("READY=1")]
 

@@ -87,6 +87,18 @@ class Autoscaler:
     queued_before: bool = False
     idle_since: Dict[int, float] = field(default_factory=dict)
 
+    def tuning(self) -> tuple:
+        """(ceiling, calm_after): what a reload may change and an aborted one restores."""
+        return self.ceiling, self.calm_after
+
+    def retune(self, ceiling: int, calm_after: float) -> None:
+        """New settings (HUP): the pool moves toward them one step at a time as usual;
+        a lower ceiling is applied by :meth:`size` at once."""
+        self.ceiling, self.calm_after = ceiling, calm_after
+        if not ceiling:
+            self.extra, self.calm_since, self.queued_before = 0, None, False
+            self.idle_since.clear()
+
     def size(self, floor: int) -> int:
         """The pool size for ``floor``: floor + extra, within [floor, ceiling]."""
         if not self.ceiling:

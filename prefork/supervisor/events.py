@@ -55,6 +55,8 @@ class Reload:
     max_rss: int = 0
     preload: bool = False
     upgrade_timeout: float = 60.0
+    max_workers: int = 0
+    idle_retire_after: float = 30.0
     payload: object = None
 
 
@@ -142,8 +144,8 @@ class Tick:
     """Time passed; what the scoreboard and /proc say about the live workers, by PID.
 
     ``heartbeats``: the last heartbeat.  ``requests`` (read only while
-    request_timeout is on): since when the worker's longest-running request
-    has run, and what it is (``"GET / HTTP/1.1" from 10.0.0.1:5000``), or
+    request_timeout is on, and not of a worker that times its own): since
+    when the worker's longest-running request has run, and what it is (``"GET / HTTP/1.1" from 10.0.0.1:5000``), or
     ``(0.0, "")`` when it runs none.  ``rss`` (read only while max_rss is
     on): resident bytes; ``served`` (with it): requests finished or in flight.
     """

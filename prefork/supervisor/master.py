@@ -277,7 +277,8 @@ class Master(Performer):
         workers, limits = self.arbiter.workers.values(), self.arbiter.limits
         board = self.scoreboard
         return Tick({w.pid: board.heartbeat_of(w.slot) for w in workers},
-                    {w.pid: board.running(w.slot) for w in workers} if limits.request_timeout
+                    {w.pid: board.running(w.slot) for w in workers
+                     if not board.times_own_requests(w.slot)} if limits.request_timeout
                     else {},
                     {w.pid: status.rss_bytes(w.pid) for w in workers} if limits.max_rss else {},
                     {w.pid: board.served(w.slot) for w in workers} if limits.max_rss else {})

@@ -165,7 +165,7 @@ class Performer:
         hooks.call("on_reload", config)
         return Reload(config.workers, config.timeout, config.graceful_timeout,
                       config.request_timeout, config.max_rss, config.preload,
-                      config.upgrade_timeout,
+                      config.upgrade_timeout, config.max_workers, config.idle_retire_after,
                       payload=Generation(config, spec, bound, hooks, tls=tls))
 
     def _new_generation(self, action: NewGeneration) -> None:

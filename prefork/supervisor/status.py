@@ -29,7 +29,7 @@ def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str,
             "age": round(now - w.started, 3), "requests": view.requests,
             "connections": view.connections, "rss": rss_bytes(w.pid),
             "busy_seconds": round(view.busy_seconds, 6),
-            # The request running longest, known only while request_timeout is on.
+            # The request running longest, known while show_requests is on.
             "doing": view.doing if view.running_since else None,
             "doing_for": round(max(0.0, now - view.running_since), 3)
             if view.running_since else None,

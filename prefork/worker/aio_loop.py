@@ -39,6 +39,7 @@ from ..servers.contracts import Parked, StreamServer
 from ..sockets import accepter
 from .accepting import wake_one
 from .duties import LoopDuties
+from .inflight import AsyncInFlight, Described
 
 logger = logging.getLogger("prefork")
 
@@ -69,13 +70,16 @@ class AsyncioLoop(LoopDuties):
     def __init__(self, servers: Sequence[StreamServer], slot: WorkerSlot, signals: Any,
                  alive_fd: int, graceful_timeout: float, on_signal: Callable[[int], None],
                  on_request_done: Callable[[], None], max_connections: int,
-                 loop_kind: str = "auto") -> None:
+                 loop_kind: str = "auto", show_requests: bool = False) -> None:
         self._init_duties(slot, signals, alive_fd, graceful_timeout, on_signal,
                           on_request_done, max_connections)
         self.servers = servers
         self.loop = new_event_loop(loop_kind)
         asyncio.set_event_loop(self.loop)   # for apps that ask asyncio.get_event_loop()
         self.running = 0                    # requests whose app has not returned yet
+        # request_timeout is this worker's own (it cancels the task): the slot only shows.
+        self.inflight = AsyncInFlight(slot) if show_requests else None
+        slot.times_own_requests()
         self.deadline = 0.0
         self._opened = False                # ready: listening is allowed
         self._finished: Optional[asyncio.Future] = None
@@ -95,12 +99,17 @@ class AsyncioLoop(LoopDuties):
         elif not self._listening and self._has_room() and time.monotonic() >= self._resume_at:
             self._listen(True)
 
-    def request_started(self) -> None:
+    def request_started(self, request: Optional[Described] = None) -> None:
         self.running += 1
-        self.slot.request_started(time.monotonic())
+        now = time.monotonic()
+        self.slot.request_started(now)
+        if self.inflight is not None and request is not None:
+            self.inflight.begin(request, now)
 
-    def request_finished(self) -> None:
+    def request_finished(self, request: Optional[Described] = None) -> None:
         self.running -= 1
+        if self.inflight is not None and request is not None:
+            self.inflight.end(request)
         self.slot.request_finished(time.monotonic())
         self.on_request_done()
         if self.stopping:

@@ -1,9 +1,10 @@
 """Which request a worker has been running longest, kept in its scoreboard slot.
 
-Only built when request_timeout is on: the master reads the slot on its
-tick and aborts a worker whose oldest request is past the limit.  The text
-(request line and client) is in shared memory before it is needed because a
-worker stuck in C code cannot be asked for it.
+Built when show_requests (the default) or request_timeout is on: ``prefork
+top``, ``status`` and /status show the slot, and with request_timeout the
+master aborts a sync or thread worker whose oldest request is past the
+limit.  The text (request line and client) is in shared memory before it is
+needed because a worker stuck in C code cannot be asked for it.
 
 What is timed is the application's code running for one request: a job
 from the moment a thread starts it.  Time a request waits for a free thread,
@@ -15,14 +16,18 @@ A sync worker runs one request at a time (:class:`InFlight`): each start
 writes its time and text, each stop clears the time, about a microsecond in
 all.  On a thread worker several run at once (:class:`ThreadedInFlight`); the
 slot shows the one that started first.  It only changes when that one stops,
-so most starts and stops there are a lock and a set operation.
+so most starts and stops there are a lock and a set operation.  The asyncio
+worker (:class:`AsyncInFlight`) runs many requests in one thread; there the
+oldest is the first still open in start order, and its text is formatted only
+once it is the one shown.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Optional, Set, Union
+from collections import OrderedDict
+from typing import Callable, Optional, Protocol, Set, Union
 
 from ..scoreboard import WorkerSlot
 
@@ -148,4 +153,45 @@ def _since(request: _Request) -> float:
     return request.since
 
 
-Tracker = Union[InFlight, ThreadedInFlight]
+class Described(Protocol):
+    def shown_as(self) -> str:
+        """The request line and client, as top and status show them."""
+
+
+class AsyncInFlight:
+    """The requests an event loop runs at once, all in its thread; ``slot`` shows the oldest.
+
+    A start that is not the only one running, and a stop that is not the
+    shown one, touch only a dict: no shared-memory write, no formatting.
+    """
+
+    def __init__(self, slot: WorkerSlot) -> None:
+        self._slot = slot
+        self._running: "OrderedDict[int, tuple]" = OrderedDict()   # id -> (since, request)
+
+    def begin(self, request: Described, since: float) -> None:
+        """``request`` started at ``since``: its app code runs from now."""
+        self._running[id(request)] = (since, request)
+        if len(self._running) == 1:
+            self._show(since, request)
+
+    def end(self, request: Described) -> None:
+        running = self._running
+        key = id(request)
+        if key not in running:
+            return
+        shown = next(iter(running)) == key      # the first still open is the oldest
+        del running[key]
+        if not shown:
+            return
+        if running:
+            since, oldest = next(iter(running.values()))
+            self._show(since, oldest)
+        else:
+            self._slot.show_idle()
+
+    def _show(self, since: float, request: Described) -> None:
+        self._slot.show_running(since, request.shown_as().encode("utf-8", "backslashreplace"))
+
+
+Tracker = Union[InFlight, ThreadedInFlight]   # of the selector loop's workers

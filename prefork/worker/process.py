@@ -181,7 +181,7 @@ def _run(ctx: WorkerContext) -> int:
                      config.graceful_timeout, on_signal, on_request_done,
                      max_connections=config.worker_connections, needs_thread=is_handler,
                      inflight=inflight.tracker(slot, kind == "thread")
-                     if config.request_timeout else None)
+                     if config.request_timeout or config.show_requests else None)
     loop.open()
     ctx.reports.report_modules(pid)     # --reload: what the master watches
     ctx.reports.send(READY, pid)
@@ -234,7 +234,8 @@ def _serve_asgi(ctx: WorkerContext, app: object, slot: object, info: WorkerInfo,
     edged = wrap_servers(servers, ctx.listeners, tls, config, ctx.tls, http=True,
                          handshake_inside=True)
     loop = AsyncioLoop(edged, slot, signals, ctx.alive_fd, config.graceful_timeout,
-                       on_signal, on_request_done, config.worker_connections, config.loop)
+                       on_signal, on_request_done, config.worker_connections, config.loop,
+                       show_requests=config.show_requests)
     try:
         loop.boot(lifespan.startup)
     except LifespanFailure as exc:

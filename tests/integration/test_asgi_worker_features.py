@@ -214,6 +214,9 @@ def test_the_scoreboard_counts_asgi_requests_and_shows_the_one_in_flight(prefork
                    5, "one worker busy")
         (busy,) = [w for w in status(served, sock).values() if w["busy"]]
         assert busy["connections"] == 1 and busy["state"] == "ready"
+        # The request in progress, with no request_timeout set (show_requests' default).
+        assert busy["doing"].startswith('"GET /slow?s=2 HTTP/1.1" from 127.0.0.1:')
+        assert busy["doing_for"] >= 0
         assert slow.response().body == b"slow done"
     wait_until(lambda: not any(w["busy"] for w in status(served, sock).values())
                and sum(w["requests"] for w in status(served, sock).values()) == 6, 5,

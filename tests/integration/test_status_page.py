@@ -21,7 +21,7 @@ EVIL = "/slow/<script>alert(1)</script>"
 
 def start(prefork_server, workers: int = 2):
     server = prefork_server("serve", "wsgiapps:router", "-b", "127.0.0.1:0",
-                            "-w", str(workers), "--request-timeout", "60",
+                            "-w", str(workers),
                             "--metrics-bind", "127.0.0.1:0")
     server.wait_ready()
     m = re.search(r"metrics at http://([\d.]+):(\d+)/metrics", server.log())

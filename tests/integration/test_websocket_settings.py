@@ -126,6 +126,9 @@ def test_an_open_websocket_is_busy_and_counts_toward_max_requests(tmp_path):
             first = int(ws.recv(timeout=5))
             (worker,) = status(proc, control)["workers"]
             assert worker["pid"] == first and worker["busy"] is True
+            # What it runs, as top and /status show it (show_requests is on by default).
+            assert worker["doing"].startswith('"GET /echo HTTP/1.1" WebSocket from 127.0.0.1:')
+            assert worker["doing_for"] >= 0
         wait_until(lambda: status(proc, control)["workers"][0]["requests"] == 1, 10,
                    "the closed WebSocket counted as one request")
         assert status(proc, control)["workers"][0]["busy"] is False

@@ -38,8 +38,8 @@ def server(**settings: Any) -> SimpleNamespace:
     done: List[int] = []
     started: List[int] = []
     base = dict(ws_max_size=16 << 20, ws_ping_interval=0.0, ws_ping_timeout=0.0,
-                access_log=None, request_started=lambda: started.append(1),
-                request_finished=lambda: done.append(1), done=done, started=started)
+                access_log=None, request_started=lambda session: started.append(1),
+                request_finished=lambda session: done.append(1), done=done, started=started)
     base.update(settings)
     return SimpleNamespace(**base)
 

@@ -105,6 +105,19 @@ def test_aborted_reload_restores_the_old_pool_size_and_limits():
         2, Limits(30.0, 9.0, 300), 30.0)
 
 
+def test_a_reload_retunes_the_adaptive_pool_and_an_aborted_one_restores_it():
+    pool, (p1, p2) = running(2)
+    assert pool.arb.autoscale.tuning() == (0, 30.0)
+    out = pool.decide(Reload(workers=2, max_workers=6, idle_retire_after=4.0), T + 10)
+    assert pool.arb.autoscale.tuning() == (6, 4.0)
+    n1, n2 = pool.fork(out, T + 10)
+    pool.decide(ChildExited(n1, 1), T + 11)
+    assert pool.arb.autoscale.tuning() == (0, 30.0)
+    # A good reload keeps them; max_workers is capped like -w.
+    out = pool.decide(Reload(workers=2, max_workers=10 ** 6, idle_retire_after=4.0), T + 20)
+    assert pool.arb.autoscale.tuning() == (pool.arb.max_workers, 4.0)
+
+
 def test_a_reload_supersedes_an_unfinished_one():
     pool, (p1, p2), (n1, n2) = reloading(2)
     pool.decide(WorkerReady(n1), T + 11)

@@ -7,7 +7,7 @@ import pytest
 from prefork.scoreboard import Scoreboard
 from prefork.worker import inflight
 from prefork.addresses import client
-from prefork.worker.inflight import InFlight, ThreadedInFlight, tracker
+from prefork.worker.inflight import AsyncInFlight, InFlight, ThreadedInFlight, tracker
 
 BOTH = pytest.mark.parametrize("kind", [InFlight, ThreadedInFlight])
 
@@ -131,3 +131,49 @@ def test_pause_and_resume_outside_a_request_do_nothing(board, clock, kind):
 ])
 def test_client(address, text):
     assert client(address) == text
+
+
+class Shown:
+    """A request as the asyncio worker hands it over; counts how often it is formatted."""
+
+    def __init__(self, name):
+        self.name, self.formatted = name, 0
+
+    def shown_as(self):
+        self.formatted += 1
+        return self.name
+
+
+def test_asyncio_requests_show_the_oldest_still_open(board):
+    requests = AsyncInFlight(board.slot(0))
+    a, b, c = Shown('"GET /a HTTP/1.1"'), Shown('"GET /b HTTP/1.1"'), Shown('"GET /c HTTP/1.1"')
+    requests.begin(a, 10.0)
+    requests.begin(b, 11.0)
+    requests.begin(c, 12.0)
+    assert board.running(0) == (10.0, a.name)
+    requests.end(b)                      # not the one shown: nothing rewritten
+    assert board.running(0) == (10.0, a.name)
+    requests.end(a)
+    assert board.running(0) == (12.0, c.name)
+    requests.end(c)
+    assert board.running(0) == (0.0, "")
+    # Only a request that became the one shown was ever formatted.
+    assert (a.formatted, b.formatted, c.formatted) == (1, 0, 1)
+
+
+def test_asyncio_end_of_an_unknown_request_is_ignored(board):
+    requests = AsyncInFlight(board.slot(0))
+    a = Shown("a")
+    requests.begin(a, 5.0)
+    requests.end(Shown("b"))
+    requests.end(a)
+    requests.end(a)
+    assert board.running(0) == (0.0, "")
+
+
+def test_a_worker_that_times_its_own_requests_says_so_until_the_slot_is_reused(board):
+    assert not board.times_own_requests(0)
+    board.slot(0).times_own_requests()
+    assert board.times_own_requests(0)
+    board.claim(0, 11, 2, 2.0)
+    assert not board.times_own_requests(0)

@@ -24,6 +24,7 @@ import os
 import traceback
 from typing import Any, Dict, List, Optional
 
+from ...addresses import client
 from ..http.parser import Request
 from ..http.response import LAST_CHUNK, chunk
 from .response import Framing, Start, accepts_trailers, frame, parse_start, trailer_block
@@ -265,4 +266,8 @@ class Cycle:
     def describe(self) -> str:
         r = self.request
         return f'"{r.method} {r.target} {r.version}"'
+
+    def shown_as(self) -> str:
+        """For top and status (show_requests): the request line and its client."""
+        return f"{self.describe()} from {client(self.scope.get('client') or '')}"
 

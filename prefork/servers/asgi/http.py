@@ -291,7 +291,7 @@ class AsgiConnection(AppRunning, asyncio.Protocol):
             return
         self.cycle = cycle = Cycle(self, request, scope, body, proto.keep_alive, proto.started)
         cycle.peer_closed = self.eof_seen     # pipelined before the client's EOF
-        self.aloop.request_started()
+        self.aloop.request_started(cycle)
         cycle.task = self.loop.create_task(self._run(cycle))
 
     # -- closing ---------------------------------------------------------------

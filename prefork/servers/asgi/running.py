@@ -95,7 +95,7 @@ class AppRunning:
                              "from %s", cycle.describe(), client(self.address))
                 self._failed(cycle)
         finally:
-            self.aloop.request_finished()
+            self.aloop.request_finished(cycle)
 
     def _failed(self, cycle: Cycle) -> None:
         """A 500 if nothing was sent; a reset if the response had started."""

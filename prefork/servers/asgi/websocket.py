@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional
 
+from ...addresses import client
 from ..http.parser import Request
 from .ws_app import CLOSED, CLOSING, CONNECTING, OPEN, SERVICE_RESTART, AppSide
 from .ws_keepalive import Keepalive
@@ -72,7 +73,7 @@ class WebSocketSession(AppSide):
                                    self)
         self.access_log = server.access_log
         self.counter = counter
-        counter.request_started()
+        counter.request_started(self)
         self.done: asyncio.Future = self.loop.create_future()
         self.state = CONNECTING
         self.status = 0                    # for the access log: 101, or the denial's
@@ -95,6 +96,12 @@ class WebSocketSession(AppSide):
         self._task: Optional[asyncio.Future] = None
 
     # -- the adapter's calls ---------------------------------------------------
+
+    def shown_as(self) -> str:
+        """For top and status (show_requests): the upgrade request and its client."""
+        r = self.request
+        return (f'"{r.method} {r.target} {r.version}" WebSocket from '
+                f"{client(self.scope.get('client') or '')}")
 
     def start(self, leftover: bytes) -> None:
         try:
@@ -292,4 +299,4 @@ class WebSocketSession(AppSide):
         if self.access_log is not None:
             self.access_log.write(self.scope.get("client"), self.request, self.status or 500,
                                   self.sent, time.monotonic() - self.started)
-        self.counter.request_finished()
+        self.counter.request_finished(self)
