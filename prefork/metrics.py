@@ -73,6 +73,16 @@ def render(report: Mapping[str, Any]) -> str:
             [({}, report.get("reloads"))])
     out.add("prefork_workers_wanted", "gauge", "The pool size the master keeps.",
             [({}, report.get("workers_wanted"))])
+    if report.get("workers_max"):
+        out.add("prefork_workers_floor", "gauge",
+                "The adaptive pool's floor (-w, moved by TTIN/TTOU and scale).",
+                [({}, report.get("workers_floor"))])
+        out.add("prefork_workers_max", "gauge", "The adaptive pool's ceiling (max_workers).",
+                [({}, report.get("workers_max"))])
+        steps = report.get("pool_steps") or {}
+        out.add("prefork_pool_steps_total", "counter",
+                "Steps the adaptive pool took, by direction (grow, shrink).",
+                [({"direction": d}, steps.get(d, 0)) for d in ("grow", "shrink")])
     out.add("prefork_workers_alive", "gauge", "Worker processes running.",
             [({}, len(workers))])
     if from_master:

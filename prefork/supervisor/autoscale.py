@@ -86,6 +86,7 @@ class Autoscaler:
     calm_since: Optional[float] = None
     queued_before: bool = False
     idle_since: Dict[int, float] = field(default_factory=dict)
+    steps: Dict[str, int] = field(default_factory=lambda: {"grow": 0, "shrink": 0})
 
     def tuning(self) -> tuple:
         """(ceiling, calm_after): what a reload may change and an aborted one restores."""
@@ -143,6 +144,7 @@ class Autoscaler:
         return Decision()
 
     def _step(self, now: float, change: int, text: str, retire: int = 0) -> Decision:
+        self.steps["grow" if change > 0 else "shrink"] += 1
         self.extra += change
         self.last_step = now
         return Decision(change, retire, text)

@@ -37,6 +37,8 @@ def snapshot(arbiter: Arbiter, scoreboard: Scoreboard, target: str,
     return {"pid": os.getpid(), "target": target, "generation": arbiter.generation,
             # The adaptive pool's current size; the floor (-w, TTIN/TTOU, scale) beside it.
             "workers_wanted": arbiter.wanted, "workers_floor": arbiter.target,
+            "workers_max": arbiter.autoscale.ceiling or None,   # None: a fixed pool
+            "pool_steps": dict(arbiter.autoscale.steps),
             "phase": arbiter.phase,
             "reloading": arbiter.reloading and bool(arbiter.stable),
             "rss": rss_bytes(os.getpid()), "started": start_time(os.getpid()),

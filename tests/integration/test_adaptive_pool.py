@@ -59,5 +59,13 @@ def test_grows_under_slow_requests_and_shrinks_back_when_calm(prefork_server, tm
     after: list = []
     get(server.address, "/?t=0", after)
     assert after[0][0] == 200
+    report = json.loads(run_prefork(["status", "--json", "--control-socket", str(sock)],
+                                    tmp_path).stdout)
+    assert (report["workers_floor"], report["workers_max"]) == (1, 3)
+    assert report["pool_steps"] == {"grow": 2, "shrink": 2}
+    text = run_prefork(["status", "--format", "prometheus", "--control-socket", str(sock)],
+                       tmp_path).stdout
+    assert 'prefork_pool_steps_total{direction="grow"} 2' in text
+    assert "prefork_workers_max 3" in text
     log = server.log()
     assert "shrinking to 0" not in log and "unexpectedly" not in log and "killed" not in log

@@ -44,6 +44,17 @@ def one(parsed: dict, name: str, **labels) -> float:
     return parsed["samples"][name][key]
 
 
+def test_the_adaptive_pool_families_only_when_it_is_on():
+    assert "prefork_pool_steps" not in metrics.render(REPORT)
+    report = {**REPORT, "workers_floor": 2, "workers_max": 6,
+              "pool_steps": {"grow": 3, "shrink": 1}}
+    parsed = parse(metrics.render(report))
+    assert parsed["types"]["prefork_pool_steps"] == "counter"
+    assert one(parsed, "prefork_pool_steps_total", direction="grow") == 3
+    assert one(parsed, "prefork_pool_steps_total", direction="shrink") == 1
+    assert (one(parsed, "prefork_workers_floor"), one(parsed, "prefork_workers_max")) == (2, 6)
+
+
 def test_every_family_parses_with_its_type_and_values():
     text = metrics.render(REPORT)
     parsed = parse(text)
