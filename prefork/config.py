@@ -13,7 +13,6 @@ the key and where it came from and maps to exit status 2.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ else:  # pragma: no cover - exercised on 3.9/3.10 only
 
 from . import config_checks as checks
 from . import netlist, scoreboard
+from .config_values import coerce, kind_of
 from .errors import ConfigError
 
 
@@ -336,50 +336,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
 def field_type(name: str) -> type:
-    """The plain Python type of a setting: int, float, str, bool or tuple."""
-    annotation = FIELDS[name].type
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    for kind in (int, float, str, bool):
-        if text == kind.__name__:
-            return kind
-    if text.startswith(("Tuple", "tuple")):
-        return tuple
-    raise AssertionError(f"setting {name} has unsupported type {annotation!r}")
-
-
-def _coerce(name: str, value: Any, origin: str) -> Any:
-    kind = field_type(name)
-    meta = FIELDS[name].metadata
-    where = f"{origin}: key '{name}'"
-    if kind is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
-        if not value and FIELDS[name].default:     # bind must not be emptied
-            raise ConfigError(f"{where}: must not be empty")
-        return tuple(value)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"{where}: expected {_type_word(kind)}, got {value!r}")
-    if kind is float and not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-    if meta["choices"] and value not in meta["choices"]:
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(meta['choices'])}")
-    if meta["minimum"] is not None and value < meta["minimum"]:
-        raise ConfigError(f"{where}: {value!r} is below the minimum {meta['minimum']}")
-    if meta["maximum"] is not None and value > meta["maximum"]:
-        raise ConfigError(f"{where}: {value!r} is above the maximum {meta['maximum']}")
-    problem = meta["check"](value) if meta["check"] else ""
-    if problem:
-        raise ConfigError(f"{where}: {problem}")
-    return value
-
-
-def _type_word(kind: type) -> str:
-    return {int: "an integer", float: "a number", str: "a string",
-            bool: "true or false"}[kind]
+    """The plain Python type of setting ``name``: int, float, str, bool or tuple."""
+    return kind_of(FIELDS[name])
 
 
 def read_toml(path: str) -> dict:
@@ -404,7 +362,7 @@ def build(file_values: Mapping[str, Any], cli_values: Mapping[str, Any],
         for name, value in source.items():
             if name not in FIELDS:
                 raise ConfigError(f"{origin}: unknown key '{name}'")
-            values[name] = _coerce(name, value, origin)
+            values[name] = coerce(FIELDS[name], value, origin)
     config = Config(**values)
     if config.reload and config.preload:
         raise ConfigError("reload cannot be combined with preload: the master would hold "
