@@ -6,3 +6,7 @@ graceful stop, zero-downtime reload and live scaling.  See README.md.
 """
 
 __version__ = "0.1.0"
+
+from .compiled import install_switch as _install_switch
+
+_install_switch()    # PREFORK_PURE_PYTHON=1: the hot path's sources, not its compiled twins

@@ -51,10 +51,21 @@ def _shown(value: Any) -> str:
     return str(value).replace("%", "%%")
 
 
+class _Version(argparse.Action):
+    """--version, which also says which implementation of the HTTP hot path runs
+    (imported only when asked: every other command starts without it)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from .compiled import describe
+        print(f"prefork {__version__}\n{describe()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefork", description="A prefork server and process supervisor.")
-    parser.add_argument("--version", action="version", version=f"prefork {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, default=argparse.SUPPRESS,
+                        help="show the version and whether the hot path is compiled, and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = commands.add_parser("serve", help="run the master and its workers")
     _add_setting_flags(serve)

@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from setproctitle import setproctitle
 
-from .. import metrics, sockets, status_page, target
+from .. import compiled, metrics, sockets, status_page, target
 from ..config import Config
 from ..hooks import Hooks
 from ..reports import BOOT_ERROR, READY, ReportPipe
@@ -115,6 +115,7 @@ class Master(Performer):
             bound = self.listeners.acquire(sockets.parse_all(self.config.bind))
             self.listeners.close_spares()
         self._log_fresh_listeners()
+        logger.info("%s", compiled.describe())      # which the workers will run
         tls = tls_context(self.config, bound)
         self.generations[self.arbiter.generation] = Generation(
             self.config, spec, bound, self.hooks, self._preload(spec, bound), tls)

@@ -9,7 +9,7 @@ rebuilt on every response.
 import pytest
 
 from prefork.servers.http import heads
-from prefork.servers.http.heads import AppHead, app_head
+from prefork.servers.http.heads import app_head, read_head
 
 from test_http_exchange import Response, respond
 
@@ -64,12 +64,12 @@ def test_a_common_head_among_one_offs_stays_cached_or_comes_back():
 def test_a_spliced_length_is_what_a_fresh_head_would_be(n):
     app_head("200 OK", sized(5))        # the shape, with another length
     spliced = app_head("200 OK", sized(n))
-    fresh = AppHead("200 OK", sized(n))
+    fresh = read_head("200 OK", sized(n))
     assert spliced.prefix == fresh.prefix and spliced.declared == fresh.declared == n
     assert (spliced.code, spliced.close, spliced.has_server, spliced.has_date) == \
         (fresh.code, fresh.close, fresh.has_server, fresh.has_date)
     again = app_head("200 OK", sized(n + 1))        # spliced from a spliced shape's length
-    assert again.prefix == AppHead("200 OK", sized(n + 1)).prefix
+    assert again.prefix == read_head("200 OK", sized(n + 1)).prefix
 
 
 def test_the_app_spelling_and_position_of_content_length_are_kept():

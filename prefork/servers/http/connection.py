@@ -182,9 +182,10 @@ class HttpConnection:
                     action = proto.sent(sent, now)
                 elif action == REQUEST:
                     self._run()
-                    action, self._next, now = self._next, None, 0.0
-                    if action is None:       # a thread runs the job: its end drives on
+                    follow, self._next, now = self._next, None, 0.0
+                    if follow is None:       # a thread runs the job: its end drives on
                         return
+                    action = follow
                 elif action == FINISHED:
                     exchange = self.exchange
                     if exchange is not None:
@@ -207,9 +208,10 @@ class HttpConnection:
                     action = proto.next()
                 elif action == PRODUCE:
                     self._pump()
-                    action, self._next, now = self._next, None, 0.0
-                    if action is None:
+                    follow, self._next, now = self._next, None, 0.0
+                    if follow is None:
                         return
+                    action = follow
                 elif action == SENDFILE:
                     action = self._sendfile()
                 elif action == SEND_CONTINUE:
@@ -252,6 +254,7 @@ class HttpConnection:
             body.seek(0)
         proto = self.proto
         request = proto.request
+        assert request is not None      # REQUEST: the protocol holds a whole head
         client, scheme = self.address, None
         if self.trusted:
             client, scheme = server.forwarded_client(request, client)
@@ -262,7 +265,7 @@ class HttpConnection:
         if scheme is not None:
             environ["wsgi.url_scheme"] = scheme
             environ["HTTPS"] = "on" if scheme == "https" else "off"
-        self.exchange = exchange = Exchange(server.app, environ, proto.request,
+        self.exchange = exchange = Exchange(server.app, environ, request,
                                             server.high_water, proto.keep_alive)
         if self.loop.multithread:
             self._want(0)   # not readable while the app runs: input waits in the kernel
@@ -274,11 +277,14 @@ class HttpConnection:
         if self.loop.multithread:
             self._want(0)
         self._in_job = True
-        self.loop.run_job(self.exchange.pump, self._after_job, counts=False, what=self._describe)
+        exchange = self.exchange
+        assert exchange is not None
+        self.loop.run_job(exchange.pump, self._after_job, counts=False, what=self._describe)
 
     def _after_job(self) -> None:
         self._in_job = False
         exchange = self.exchange
+        assert exchange is not None     # a job is the exchange's, and ran for it
         if self.closed:
             exchange.release()
             return
@@ -294,6 +300,7 @@ class HttpConnection:
             self._drive(action)
 
     def _sendfile(self) -> int:
+        assert self.proto.file is not None
         fd, offset, count = self.proto.file
         try:
             if isinstance(self.sock, ssl.SSLSocket):
@@ -355,4 +362,6 @@ class HttpConnection:
     def _describe(self) -> str:
         """The request a job runs, for request_timeout's log line."""
         r = self.proto.request
+        if r is None:
+            return f"a request from {client(self.address)}"
         return f'"{r.method} {r.target} {r.version}" from {client(self.address)}'

@@ -191,6 +191,7 @@ class Exchange:
 
     def _commit_head(self, total: Optional[int]) -> None:
         request, code, app = self.request, self.code, self.head
+        assert app is not None      # start_response ran: run() checks before any body
         self.no_body = request.method == "HEAD" or code in NO_BODY_STATUSES or code < 200
         if app.close:
             self.keep_alive = False

@@ -14,69 +14,76 @@ from .response import HOP_BY_HOP, SERVER, check_headers, status_code
 
 
 class AppHead:
-    """What start_response's (status, headers) mean for the head, computed once per distinct pair.
+    """What start_response's (status, headers) mean for the head: built by
+    :func:`read_head`, which validates them, and cached by :func:`app_head`.
 
-    Most apps send the same few (status, headers) pairs again and again, so
-    validation and serialization of them is cached; only Date and the
-    framing lines are added per response.
+    ``prefix`` is the status line and the app's fields, serialized;
+    ``declared`` the app's Content-Length (None if it gave none), whose digits
+    sit at ``length_span`` in the prefix; ``close``: the app asked for it;
+    ``server``: the Server line the head still needs (b"" if the app gave one).
     """
 
     __slots__ = ("code", "prefix", "has_server", "has_date", "declared", "close", "server",
                  "length_span", "last_length")
 
-    def __init__(self, status: str, headers: List[Tuple[str, str]]) -> None:
-        self.code = status_code(status)
-        check_headers(headers)
-        kept = []
-        names = set()
-        self.declared: Optional[int] = None
-        self.close = False
-        self.length_span = (0, 0)     # where the Content-Length value sits in the prefix
-        self.last_length: Optional[str] = None
-        size = len(status) + 11       # "HTTP/1.1 " + status + CRLF
-        for name, value in headers:
-            lower = name.lower()
-            if lower in HOP_BY_HOP:
-                if lower == "connection" and "close" in value.lower():
-                    self.close = True
-                continue
-            line = f"{name}: {value}\r\n"
-            if lower == "content-length":
-                if self.declared is not None or not value.isdigit():
-                    raise ValueError(f"bad or repeated Content-Length {value!r} from the app")
-                self.declared = int(value)
-                start = size + len(name) + 2
-                self.length_span = (start, start + len(value))
-            names.add(lower)
-            kept.append(line)
-            size += len(line)
-        self.prefix = (f"HTTP/1.1 {status}\r\n" + "".join(kept)).encode("latin-1")
-        self.has_server = "server" in names
-        self.has_date = "date" in names
-        self.server = b"" if self.has_server else SERVER    # what the head adds
+    def __init__(self, code: int, prefix: bytes, declared: Optional[int],
+                 length_span: Tuple[int, int], close: bool, has_server: bool,
+                 has_date: bool) -> None:
+        self.code = code
+        self.prefix = prefix
+        self.declared = declared
+        self.length_span = length_span
+        self.close = close
+        self.has_server = has_server
+        self.has_date = has_date
+        self.server = b"" if has_server else SERVER
+        self.last_length: Optional[str] = None     # see app_head's caches
 
     def with_length(self, value: str) -> "AppHead":
         """This head with another Content-Length value (a digit string)."""
-        other = AppHead.__new__(AppHead)
         start, end = self.length_span
-        other.prefix = self.prefix[:start] + value.encode("ascii") + self.prefix[end:]
-        other.length_span = (start, start + len(value))
-        other.declared = int(value)
-        other.code, other.has_server, other.has_date = self.code, self.has_server, self.has_date
-        other.close, other.server, other.last_length = self.close, self.server, None
-        return other
+        return AppHead(self.code, self.prefix[:start] + value.encode("ascii") + self.prefix[end:],
+                       int(value), (start, start + len(value)), self.close, self.has_server,
+                       self.has_date)
+
+
+def read_head(status: str, headers: List[Tuple[str, str]]) -> AppHead:
+    """Validate and serialize what an app gave start_response (ValueError if it is wrong)."""
+    code = status_code(status)
+    check_headers(headers)
+    kept = []
+    names = set()
+    declared: Optional[int] = None
+    close = False
+    length_span = (0, 0)
+    size = len(status) + 11       # "HTTP/1.1 " + status + CRLF
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == "connection" and "close" in value.lower():
+                close = True
+            continue
+        line = f"{name}: {value}\r\n"
+        if lower == "content-length":
+            if declared is not None or not value.isdigit():
+                raise ValueError(f"bad or repeated Content-Length {value!r} from the app")
+            declared = int(value)
+            start = size + len(name) + 2
+            length_span = (start, start + len(value))
+        names.add(lower)
+        kept.append(line)
+        size += len(line)
+    prefix = (f"HTTP/1.1 {status}\r\n" + "".join(kept)).encode("latin-1")
+    return AppHead(code, prefix, declared, length_span, close, "server" in names,
+                   "date" in names)
 
 
 def without_length(app: AppHead) -> AppHead:
     """``app`` without its Content-Length line (RFC 9110 8.6: none on 1xx or 204)."""
-    stripped = AppHead.__new__(AppHead)
     lines = app.prefix.split(b"\r\n")
     kept = [l for l in lines if not l.lower().startswith(b"content-length:")]
-    stripped.prefix = b"\r\n".join(kept)
-    stripped.code, stripped.has_server, stripped.has_date = app.code, app.has_server, app.has_date
-    stripped.declared, stripped.close, stripped.server = None, app.close, app.server
-    stripped.length_span, stripped.last_length = (0, 0), None
-    return stripped
+    return AppHead(app.code, b"\r\n".join(kept), None, (0, 0), app.close, app.has_server,
+                   app.has_date)
 
 
 # Two bounded caches of heads.  _HEADS is keyed by the exact (status, headers):
@@ -121,21 +128,21 @@ def app_head(status: str, headers: List[Tuple[str, str]]) -> AppHead:
     try:
         key = (status, tuple(headers))
         head = _HEADS.get(key)
-    except TypeError:            # an unhashable item: AppHead says what is wrong
-        return AppHead(status, headers)
+    except TypeError:            # an unhashable item: read_head says what is wrong
+        return read_head(status, headers)
     if head is not None:
         return head
     fields = key[1]
     at = _length_at(fields)
     if at < 0:
-        head = AppHead(status, headers)
+        head = read_head(status, headers)
         _remember(_HEADS, key, head)
         return head
     name, value = fields[at]
     shape = (status, fields[:at] + ((name, None),) + fields[at + 1:])
     template = _SHAPES.get(shape)
     if template is None:
-        head = template = AppHead(status, headers)
+        head = template = read_head(status, headers)
         _remember(_SHAPES, shape, template)
     else:
         head = template.with_length(value)

@@ -269,6 +269,7 @@ class HttpProtocol:
         return self._blocked(now)
 
     def sent_file(self, count: int, now: float, ended: bool = False) -> int:
+        assert self.file is not None
         fd, offset, left = self.file
         if count == left or ended:
             self.file = None
@@ -304,7 +305,9 @@ class HttpProtocol:
             # the rest of a body): shut our side and read until it closes, or
             # what it sends would make the kernel reset the connection before
             # our last bytes reach it.
-            if self._rejecting or self.in_body or self.request.keep_alive or parser.buffered:
+            request = self.request
+            if (self._rejecting or self.in_body or request is None or request.keep_alive
+                    or parser.buffered):
                 return self._linger(now)
             return self._close()     # the client asked for the close and sent nothing more
         # Stopping, but this response went out promising keep-alive (its head
