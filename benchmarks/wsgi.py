@@ -1,11 +1,13 @@
-"""A WSGI hello world under load: prefork against gunicorn, meinheld and bjoern, side by side.
+"""A WSGI hello world under load: prefork against gunicorn, granian, meinheld and bjoern.
 
 Installs the peers into their own virtual environment (benchmarks/.peers,
 made on first use), starts each with 2 workers on 127.0.0.1, runs
 ``wrk -t2 -c64`` against it, alternating servers round by round, and prints
 requests/s, p50 and p99 latency and the ratio to gunicorn sync.  Modes:
 keep-alive, ``Connection: close``, and keep-alive while 1000 other
-keep-alive connections sit idle (prefork only).
+keep-alive connections sit idle (prefork only).  "prefork sync (pure)" is
+prefork's sync worker with PREFORK_PURE_PYTHON=1: the same server on the
+sources of its compiled hot path (README, "The compiled hot path").
 
     python benchmarks/wsgi.py [--duration 10] [--rounds 1]
     python benchmarks/wsgi.py --base HEAD~3 --only prefork --rounds 5
@@ -34,9 +36,10 @@ from common import (check_import, chosen, describe_head, free_port, importable, 
                     print_table, run_wrk, schedule, start, stop, worktree)
 
 REPO = HERE.parent
-PEER_NAMES = ("gunicorn sync", "gunicorn gthread", "meinheld", "bjoern")
+PEER_NAMES = ("gunicorn sync", "gunicorn gthread", "granian", "meinheld", "bjoern")
 # meinheld pins a greenlet that no longer builds; it runs on a current one.
-PEER_INSTALLS = (["gunicorn", "greenlet"], ["--no-deps", "meinheld"], ["bjoern"])
+PEER_INSTALLS = (["gunicorn", "greenlet"], ["granian"], ["--no-deps", "meinheld"], ["bjoern"])
+PURE = " (pure)"     # a server name's suffix: PREFORK_PURE_PYTHON=1
 IDLE = 1000
 
 
@@ -51,10 +54,17 @@ def servers(python: Optional[Path], workers: int) -> Dict[str, List[str]]:
         "gunicorn sync": gunicorn + ["-k", "sync", "apps:app"],
         "gunicorn gthread": gunicorn + ["-k", "gthread", "--threads", "4", "apps:app"],
         "prefork sync": prefork + ["-k", "sync"],
+        "prefork sync" + PURE: prefork + ["-k", "sync"],
         "prefork thread": prefork + ["-k", "thread", "--threads", "4"],
     }
     if python is None:
         return {name: argv for name, argv in table.items() if name not in PEER_NAMES}
+    if importable(python, "granian"):
+        table["granian"] = [str(python), "-m", "granian", "--interface", "wsgi", "--workers",
+                            str(workers), "--host", "127.0.0.1", "--port", "{port}",
+                            "--log-level", "warning", "apps:app"]
+    else:
+        print("note: granian did not install; left out", file=sys.stderr)
     if importable(python, "meinheld"):
         table["meinheld"] = gunicorn + ["-k", "meinheld.gmeinheld.MeinheldWorker", "apps:app"]
     else:
@@ -74,7 +84,7 @@ def with_base(table: Dict[str, List[str]], rev: str
     pairs = []
     for name, argv in table.items():
         extended[name] = argv
-        if name.startswith("prefork"):
+        if name.startswith("prefork") and not name.endswith(PURE):
             extended[f"{name} @{rev}"] = argv
             pairs.append((name, f"{name} @{rev}"))
     return extended, pairs
@@ -116,7 +126,9 @@ def run(args, current: Path, label: str, base: Optional[Tuple[Path, str]]) -> in
         argv = [a.format(port=port) for a in table[name]]
         if kind == "idle":
             argv += ["--keepalive", "120"]   # the idle clients must stay connected
-        proc = start(argv, port, env={"PYTHONPATH": pythonpath[name]}, cwd=str(HERE))
+        env = {"PYTHONPATH": pythonpath[name],
+               "PREFORK_PURE_PYTHON": "1" if name.endswith(PURE) else ""}
+        proc = start(argv, port, env=env, cwd=str(HERE))
         idle = open_idle_connections(port, IDLE) if kind == "idle" else []
         try:
             results.setdefault((mode, name), []).append(

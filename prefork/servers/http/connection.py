@@ -192,7 +192,8 @@ class HttpConnection:
                         if self.server.access_log is not None:
                             self._log()
                         exchange.release()
-                        self.exchange = self.body = None
+                        self._drop_body()
+                        self.exchange = None
                     action = proto.finish(now or monotonic())
                 elif action == WAIT:
                     events = WANTS[proto.state]
@@ -343,6 +344,15 @@ class HttpConnection:
         self.sock.close()
         if self.exchange is not None and not self._in_job:
             self.exchange.release()
+        if not self._in_job:        # else the app may still be reading it
+            self._drop_body()
+
+    def _drop_body(self) -> None:
+        """Close the request body's spool (it may have gone to a temporary file)."""
+        body = self.body
+        if body is not None:
+            self.body = None
+            body.close()
 
     def _want(self, events: int) -> None:
         if events == self._events or self.closed:

@@ -154,7 +154,10 @@ class Exchange:
         if self._closed:
             return
         self._closed = True
-        close = getattr(self._result, "close", None)
+        result = self._result
+        if type(result) is list:    # the usual body: no close(), and no AttributeError raised
+            return
+        close = getattr(result, "close", None)
         if close is not None:
             try:
                 close()
