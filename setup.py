@@ -28,6 +28,7 @@ COMPILED = [
     "prefork/servers/http/environ.py",
     "prefork/servers/http/exchange.py",
     "prefork/servers/http/connection.py",
+    "prefork/servers/edge/forwarded.py",
 ]
 
 

@@ -33,9 +33,11 @@ PEER_INSTALLS = (["uvicorn", "httptools", "uvloop"], ["gunicorn"], ["granian"])
 def servers(python: Optional[Path], workers: int) -> Dict[str, List[str]]:
     """The servers' command lines; prefork's alone when ``python`` (the peers'
     interpreter) is None."""
-    table = {"prefork asyncio": [sys.executable, "-m", "prefork", "serve", "asgi_apps:app",
-                                 "-k", "asyncio", "-w", str(workers), "-b", "127.0.0.1:{port}",
-                                 "--log-level", "warning"]}
+    prefork = [sys.executable, "-m", "prefork", "serve", "asgi_apps:app", "-k", "asyncio",
+               "-w", str(workers), "-b", "127.0.0.1:{port}", "--log-level", "warning"]
+    # "(pure)": the same server on the sources of its compiled hot path.
+    table = {"prefork asyncio": prefork,
+             "prefork asyncio (pure)": ["env", "PREFORK_PURE_PYTHON=1"] + prefork}
     if python is None:
         return table
     peers = {

@@ -32,6 +32,7 @@ MODULES = (
     "prefork.servers.http.environ",
     "prefork.servers.http.exchange",
     "prefork.servers.http.connection",
+    "prefork.servers.edge.forwarded",
 )
 
 PURE_ENV = "PREFORK_PURE_PYTHON"

@@ -16,11 +16,11 @@ import os
 import socket
 import ssl
 import time
-from typing import Any, Callable, Dict, IO, Optional
+from typing import Any, Callable, Dict, Optional
 
 from .edge import tls_info
 from .http.connection import HttpConnection
-from .http.environ import base_environ, build_environ
+from .http.environ import base_environ
 from .http.exchange import Exchange, FileWrapper
 from .http.listener import HttpListener
 from .http.parser import Request
@@ -90,9 +90,11 @@ class WSGIServer(HttpListener):
         super().__init__(sock, app, config, access_log)
         self.body_buffer_size = config.body_buffer_size
         self.high_water = 256 * 1024
-        self._base = base_environ(sock.getsockname(), multithread, config.root_path, FileWrapper)
+        # What every request's environ starts from (the connection builds the rest).
+        self.environ_base = base_environ(sock.getsockname(), multithread, config.root_path,
+                                         FileWrapper)
         if tls:      # its connections come through the edge's handshake (servers/edge/)
-            self._base.update({"wsgi.url_scheme": "https", "HTTPS": "on"})
+            self.environ_base.update({"wsgi.url_scheme": "https", "HTTPS": "on"})
 
     def accepted(self, conn: socket.socket, address: Any, loop: Any) -> HttpConnection:
         conn.setblocking(False)      # TCP_NODELAY comes from the listener
@@ -104,10 +106,6 @@ class WSGIServer(HttpListener):
         if not isinstance(conn, ssl.SSLSocket):
             return None
         return tls_info.wsgi_environ(conn)
-
-    def environ(self, request: Request, body: IO[bytes], length: int,
-                address: Any) -> Dict[str, Any]:
-        return build_environ(self._base, request, body, length, address)
 
     def log_access(self, connection: HttpConnection, request: Request,
                    exchange: Exchange) -> None:

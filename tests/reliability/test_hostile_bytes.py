@@ -267,7 +267,7 @@ def fake_server(limits: Limits, calls: list) -> WSGIServer:
     server.access_log = None
     server.forwarded_allow = netlist.parse("127.0.0.1,::1")     # the defaults
     server.forwarded_kind = "x-forwarded"
-    server._base = base_environ(("127.0.0.1", 8000), False, "", FileWrapper)
+    server.environ_base = base_environ(("127.0.0.1", 8000), False, "", FileWrapper)
     rejected = []
     server.log_rejection = lambda connection, status: rejected.append(status)
     server.rejected = rejected

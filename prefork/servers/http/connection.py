@@ -22,10 +22,11 @@ import ssl
 import struct
 import tempfile
 from time import monotonic
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
 from ...addresses import client
 from ..edge.tls import close_notify
+from .environ import build_environ
 from .exchange import Exchange
 from .parser import Request
 from .protocol import (BODY_DATA, CLOSE, FINISHED, LATE_READ, LINGER, PRODUCE, REJECT, REQUEST,
@@ -33,11 +34,11 @@ from .protocol import (BODY_DATA, CLOSE, FINISHED, LATE_READ, LINGER, PRODUCE, R
                        WANT_WRITE, WANTS, HttpProtocol)
 from .response import CONTINUE
 
-RECV_SIZE = 64 * 1024   # below malloc's mmap threshold: no mmap/munmap per recv
-_RESET = struct.pack("ii", 1, 0)   # struct linger {l_onoff 1, l_linger 0}: close sends RST
+RECV_SIZE: Final = 64 * 1024   # below malloc's mmap threshold: no mmap/munmap per recv
+_RESET: Final = struct.pack("ii", 1, 0)   # struct linger {l_onoff 1, l_linger 0}: close sends RST
 # "Not now" from a non-blocking socket; a TLS one (edge/arrival.py) says it its own way.
-_AGAIN = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-FILE_BLOCK = 256 * 1024   # a file range read and sent per step where sendfile cannot be used
+_AGAIN: Final = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+FILE_BLOCK: Final = 256 * 1024   # a file range read and sent per step where sendfile cannot be used
 
 
 class EmptyInput:
@@ -61,7 +62,7 @@ class EmptyInput:
         raise StopIteration
 
 
-EMPTY_INPUT = EmptyInput()
+EMPTY_INPUT: Final = EmptyInput()
 
 
 class HttpConnection:
@@ -260,7 +261,7 @@ class HttpConnection:
         if self.trusted:
             client, scheme = server.forwarded_client(request, client)
         self.client = client
-        environ = server.environ(request, body, length, client)
+        environ = build_environ(server.environ_base, request, body, length, client)
         if self.tls is not None:
             environ.update(self.tls)
         if scheme is not None:

@@ -8,14 +8,14 @@ what belongs to one request.
 from __future__ import annotations
 
 import sys
-from typing import Any, Dict, IO, Optional
+from typing import Any, Dict, Final, IO, Optional
 from urllib.parse import unquote_to_bytes
 
 from .parser import Request
 
 # "X-Forwarded-For" -> "HTTP_X_FORWARDED_FOR", memoized: names repeat endlessly.
 _KEYS: Dict[str, Optional[str]] = {}
-_MAX_KEYS = 4096
+_MAX_KEYS: Final = 4096
 
 
 def _environ_key(name: str) -> Optional[str]:

@@ -9,35 +9,38 @@ one by one.
 from __future__ import annotations
 
 import re
-from typing import Tuple
+from typing import Final, Tuple
 
-TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-REQUEST_LINE = re.compile(rf"({TOKEN}) ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
-TOKEN_RE = re.compile(TOKEN)
+TOKEN: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+REQUEST_LINE: Final = re.compile(rf"({TOKEN}) ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
+TOKEN_RE: Final = re.compile(TOKEN)
 # A field value without its surrounding whitespace: visible characters (and
 # obs-text), with spaces and tabs only between them (RFC 9110 5.5).
-FIELD_VALUE = r"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
+FIELD_VALUE: Final = r"(?:[\x21-\x7e\x80-\xff](?:[\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
 # The usual head, checked whole by one pattern: an origin-form request line of
 # HTTP/1.x, then well-formed field lines.  What it does not match goes through
 # the checks one by one, which also say what is wrong.
-PLAIN_HEAD = re.compile(rf"({TOKEN}) (/[^\x00-\x20\x7f]*) HTTP/1\.(\d)\r\n"
-                        rf"((?:{TOKEN}:[ \t]*{FIELD_VALUE}[ \t]*\r\n)*)")
-FIELD_LINES = re.compile(rf"({TOKEN}):[ \t]*({FIELD_VALUE})[ \t]*\r\n")
+PLAIN_HEAD: Final = re.compile(rf"({TOKEN}) (/[^\x00-\x20\x7f]*) HTTP/1\.(\d)\r\n"
+                               rf"((?:{TOKEN}:[ \t]*{FIELD_VALUE}[ \t]*\r\n)*)")
+FIELD_LINES: Final = re.compile(rf"({TOKEN}):[ \t]*({FIELD_VALUE})[ \t]*\r\n")
 # Control characters other than HTAB (CR and LF are checked separately).
-CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-                             rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"(?:[^\"\\\x00-\x08"
-                             rb"\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)")
+CTL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CHUNK_SIZE_LINE: Final = re.compile(
+    rb"([0-9A-Fa-f]{1,16})((?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+    rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"(?:[^\"\\\x00-\x08"
+    rb"\x0a-\x1f\x7f]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)")
 # Host / authority: a reg-name or IPv4 (no delimiters, no spaces) or an IP
 # literal, then an optional port (RFC 3986 3.2.2, RFC 9110 7.2).
-HOST_PART = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%\x80-\xff]*)"
-HOST = re.compile(rf"{HOST_PART}(?::[0-9]*)?")
-AUTHORITY = re.compile(rf"{HOST_PART}:[0-9]+")
+HOST_PART: Final = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%\x80-\xff]*)"
+HOST: Final = re.compile(rf"{HOST_PART}(?::[0-9]*)?")
+AUTHORITY: Final = re.compile(rf"{HOST_PART}:[0-9]+")
 # Userinfo is deprecated in http URIs (RFC 9110 4.2.4) but still parsed, as clients send it.
-ABSOLUTE = re.compile(rf"[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#\[\]]*@)?{HOST_PART}"
-                      rf"(?::[0-9]*)?(?:[/?][^#]*)?")
-FRAMING_FIELDS = frozenset(("host", "content-length", "transfer-encoding", "connection",
-                             "expect", "upgrade"))
+ABSOLUTE: Final = re.compile(rf"[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#\[\]]*@)?{HOST_PART}"
+                             rf"(?::[0-9]*)?(?:[/?][^#]*)?")
+FRAMING_FIELDS: Final = frozenset(("host", "content-length", "transfer-encoding",
+                                   "connection", "expect", "upgrade"))
+
+
 class Remembered:
     """A pattern check that remembers what passed: clients send the same few
     field names and Host values again and again, and a set lookup is far
@@ -62,8 +65,8 @@ good_name = Remembered(TOKEN_RE, 4096)
 good_host = Remembered(HOST, 1024)
 
 
-FORBIDDEN_TRAILERS = frozenset(("content-length", "transfer-encoding", "host"))
-CHUNK_LINE = 1024       # longest chunk-size line (size and extensions), CRLF not counted
+FORBIDDEN_TRAILERS: Final = frozenset(("content-length", "transfer-encoding", "host"))
+CHUNK_LINE: Final = 1024       # longest chunk-size line (size and extensions), CRLF not counted
 
 
 class ProtocolError(Exception):

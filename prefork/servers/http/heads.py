@@ -8,7 +8,7 @@ exchange only adds Server, Date and the framing lines per response.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Final, List, Optional, Tuple
 
 from .response import HOP_BY_HOP, SERVER, check_headers, status_code
 
@@ -99,7 +99,7 @@ def without_length(app: AppHead) -> AppHead:
 # at its next use.
 _HEADS: Dict[tuple, AppHead] = {}
 _SHAPES: Dict[tuple, AppHead] = {}
-_MAX_HEADS = 512
+_MAX_HEADS: Final = 512
 
 
 def _remember(cache: Dict[tuple, AppHead], key: tuple, head: AppHead) -> None:

@@ -21,7 +21,7 @@ whether it knows it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Final, List, Optional, Tuple
 
 from .grammar import (CHUNK_LINE, CHUNK_SIZE_LINE, CTL, FIELD_LINES, FORBIDDEN_TRAILERS,
                       FRAMING_FIELDS, PLAIN_HEAD, REQUEST_LINE, TOKEN_RE, ProtocolError,
@@ -60,7 +60,13 @@ class Request:
         return f"<Request {self.method} {self.target} {self.version}>"
 
 
-HEAD, BODY_LENGTH, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS = range(6)
+# The parser's states (Final, one per line: compiled code inlines them).
+HEAD: Final = 0
+BODY_LENGTH: Final = 1
+CHUNK_SIZE: Final = 2
+CHUNK_DATA: Final = 3
+CHUNK_CRLF: Final = 4
+TRAILERS: Final = 5
 
 
 class RequestParser:

@@ -82,24 +82,45 @@ the request that waited in the socket, not reset it.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Final, Optional, Tuple
 
 from .parser import Limits, ProtocolError, Request, RequestParser
 from .response import error_response
 
-HEAD, BODY, APP, WRITE, CLOSING, CLOSED = "head", "body", "app", "write", "closing", "closed"
+# States.  Constants are Final, one per line, so that compiled code inlines them.
+HEAD: Final = 'head'
+BODY: Final = 'body'
+APP: Final = 'app'
+WRITE: Final = 'write'
+CLOSING: Final = 'closing'
+CLOSED: Final = 'closed'
 
 # What to wait for: the values of selectors.EVENT_READ and EVENT_WRITE.
-WANT_READ, WANT_WRITE = 1, 2
-WANTS = {HEAD: WANT_READ, BODY: WANT_READ, CLOSING: WANT_READ, WRITE: WANT_WRITE,
-         APP: 0, CLOSED: 0}
+WANT_READ: Final = 1
+WANT_WRITE: Final = 2
+WANTS: Final = {HEAD: WANT_READ, BODY: WANT_READ, CLOSING: WANT_READ, WRITE: WANT_WRITE,
+                APP: 0, CLOSED: 0}
 
-(WAIT, REQUEST_HEAD, BODY_DATA, SEND_CONTINUE, REQUEST, SEND, SENDFILE, PRODUCE, FINISHED,
- REJECT, LATE_READ, LINGER, CLOSE, RESET) = range(14)
-ACTIONS = ("WAIT", "REQUEST_HEAD", "BODY_DATA", "SEND_CONTINUE", "REQUEST", "SEND", "SENDFILE",
-           "PRODUCE", "FINISHED", "REJECT", "LATE_READ", "LINGER", "CLOSE", "RESET")
+# Actions.
+WAIT: Final = 0
+REQUEST_HEAD: Final = 1
+BODY_DATA: Final = 2
+SEND_CONTINUE: Final = 3
+REQUEST: Final = 4
+SEND: Final = 5
+SENDFILE: Final = 6
+PRODUCE: Final = 7
+FINISHED: Final = 8
+REJECT: Final = 9
+LATE_READ: Final = 10
+LINGER: Final = 11
+CLOSE: Final = 12
+RESET: Final = 13
+ACTIONS: Final = ("WAIT", "REQUEST_HEAD", "BODY_DATA", "SEND_CONTINUE", "REQUEST", "SEND",
+                  "SENDFILE", "PRODUCE", "FINISHED", "REJECT", "LATE_READ", "LINGER", "CLOSE",
+                  "RESET")
 
-LINGER_TIME = 2.0   # seconds to keep reading after our close, so our last reply is not reset
+LINGER_TIME: Final = 2.0   # seconds to keep reading after our close, so our last reply is not reset
 
 FileRange = Tuple[int, int, int]     # (fd, offset, count)
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import List, Sequence, Tuple
+from typing import Final, List, Sequence, Tuple
 
-SERVER = b"Server: prefork\r\n"
+SERVER: Final = b"Server: prefork\r\n"
 # Hop-by-hop fields belong to the server's framing, not the application (PEP 3333).
-HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate",
-                        "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"))
-NO_BODY_STATUSES = frozenset((204, 304))
-PLAIN = "text/plain; charset=utf-8"
+HOP_BY_HOP: Final = frozenset(("connection", "keep-alive", "proxy-authenticate",
+                               "proxy-authorization", "te", "trailer", "transfer-encoding",
+                               "upgrade"))
+NO_BODY_STATUSES: Final = frozenset((204, 304))
+PLAIN: Final = "text/plain; charset=utf-8"
 
 # (second, "Date: ...\r\n"): replaced whole, in one assignment, so a pool thread
 # never reads a second with another second's line, or a line not yet written.
@@ -73,11 +74,11 @@ def error_response(status: int, keep_alive: bool = False) -> bytes:
                            keep_alive=keep_alive)
 
 
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-LAST_CHUNK = b"0\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
