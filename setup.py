@@ -29,6 +29,9 @@ COMPILED = [
     "prefork/servers/http/exchange.py",
     "prefork/servers/http/connection.py",
     "prefork/servers/edge/forwarded.py",
+    "prefork/scoreboard.py",
+    "prefork/worker/inflight.py",
+    "prefork/worker/jobs.py",
 ]
 
 

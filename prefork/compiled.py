@@ -33,6 +33,9 @@ MODULES = (
     "prefork.servers.http.exchange",
     "prefork.servers.http.connection",
     "prefork.servers.edge.forwarded",
+    "prefork.scoreboard",
+    "prefork.worker.inflight",
+    "prefork.worker.jobs",
 )
 
 PURE_ENV = "PREFORK_PURE_PYTHON"

@@ -34,6 +34,9 @@ from ..scoreboard import WorkerSlot
 Describe = Callable[[], str]
 
 
+Clock = Callable[[], float]
+
+
 def tracker(slot: WorkerSlot, multithread: bool) -> "Tracker":
     """The tracker for a worker whose jobs run on several threads or on one."""
     return ThreadedInFlight(slot) if multithread else InFlight(slot)
@@ -56,8 +59,9 @@ class _Request:
 class InFlight:
     """One request at a time, in the thread of the worker's loop; ``slot`` shows it."""
 
-    def __init__(self, slot: WorkerSlot) -> None:
+    def __init__(self, slot: WorkerSlot, clock: Clock = time.monotonic) -> None:
         self._slot = slot
+        self._clock = clock
         self._describe: Optional[Describe] = None    # of the job running now
         self._text = b""
 
@@ -65,7 +69,7 @@ class InFlight:
         """A job for one request starts; ``describe()`` says which."""
         self._describe = describe
         self._text = describe().encode("utf-8", "backslashreplace")
-        self._slot.show_running(time.monotonic(), self._text)
+        self._slot.show_running(self._clock(), self._text)
 
     def end(self) -> None:
         self._describe = None
@@ -79,14 +83,15 @@ class InFlight:
     def resume(self) -> None:
         """The wait is over: the request runs again, timed from now."""
         if self._describe is not None:
-            self._slot.show_running(time.monotonic(), self._text)
+            self._slot.show_running(self._clock(), self._text)
 
 
 class ThreadedInFlight:
     """The requests running on a thread worker's pool; ``slot`` shows the oldest."""
 
-    def __init__(self, slot: WorkerSlot) -> None:
+    def __init__(self, slot: WorkerSlot, clock: Clock = time.monotonic) -> None:
         self._slot = slot
+        self._clock = clock
         self._lock = threading.Lock()     # jobs start and stop on several threads
         self._running: Set[_Request] = set()
         self._shown: Optional[_Request] = None
@@ -127,7 +132,7 @@ class ThreadedInFlight:
 
     def _start(self, request: _Request) -> None:
         with self._lock:
-            request.since = time.monotonic()
+            request.since = self._clock()
             self._running.add(request)
             # Started last, so the oldest only if nothing else runs.
             if self._shown is None:

@@ -37,7 +37,8 @@ from ..sockets import accepter
 from .accepting import (DRAIN_UNKNOWN, EPOLLEXCLUSIVE, FD_PAUSE, accept_batch,  # noqa: F401
                         drain_size, wake_one)
 from .duties import IDLE_WAIT, LoopDuties
-from .inflight import Describe, Tracker
+from .inflight import Describe, InFlight, ThreadedInFlight, Tracker
+from .jobs import InlineJobs
 
 logger = logging.getLogger("prefork")
 
@@ -59,7 +60,11 @@ class ServeLoop(LoopDuties):
         self.servers = servers
         self.dispatcher = dispatcher
         self.multithread = dispatcher.multithread
-        self.inflight = inflight    # only with request_timeout: timing costs on every request
+        self.inflight = inflight    # show_requests or request_timeout
+        # What a connection calls for each job: a sync worker's is compiled (.jobs).
+        self.run_job: Callable[..., None] = self._run_threaded if self.multithread else \
+            InlineJobs(slot, inflight if isinstance(inflight, InFlight) else None,
+                       on_request_done).run_job
         self.selector = selectors.DefaultSelector()
         self.deadline: Optional[float] = None
         self._next_sweep = 0.0
@@ -106,31 +111,18 @@ class ServeLoop(LoopDuties):
 
     # -- what protocols and servers call -----------------------------------
 
-    def run_job(self, job: Callable[[], None], on_done: Optional[Callable[[], None]] = None,
-                counts: bool = True, what: Optional[Describe] = None) -> None:
-        """Run ``job`` on the dispatcher; ``on_done`` follows in this thread.
-
-        ``counts``: the job is one request (scoreboard, max_requests).
-        ``what``: says which request the job runs app code for (request_timeout).
-        """
+    def _run_threaded(self, job: Callable[[], None],
+                      on_done: Optional[Callable[[], None]] = None, counts: bool = True,
+                      what: Optional[Describe] = None) -> None:
+        """``run_job`` of a thread worker: ``job`` on the pool; ``on_done`` follows in
+        this thread.  ``counts``: the job is one request (scoreboard, max_requests).
+        ``what``: says which request the job runs app code for (show_requests)."""
         if counts:
             self.slot.request_started(time.monotonic())
         inflight = self.inflight if what is not None else None
-        if self.dispatcher.multithread:
-            if inflight is not None:   # timed in the thread that runs it
-                job = inflight.timed(job, what)
-            self.dispatcher.run(job, lambda: self._job_done(on_done, counts))
-            return
-        if inflight is not None:
-            inflight.begin(what)
-        try:
-            job()
-        finally:
-            if inflight is not None:
-                inflight.end()
-            self._job_done(on_done, counts)
-            if not counts:     # a counted job's end was a heartbeat already
-                self.slot.heartbeat(time.monotonic())
+        if isinstance(inflight, ThreadedInFlight):   # timed in the thread that runs it
+            job = inflight.timed(job, what)
+        self.dispatcher.run(job, lambda: self._job_done(on_done, counts))
 
     def _job_done(self, on_done: Optional[Callable[[], None]], counts: bool) -> None:
         if counts:

@@ -5,7 +5,6 @@ import threading
 import pytest
 
 from prefork.scoreboard import Scoreboard
-from prefork.worker import inflight
 from prefork.addresses import client
 from prefork.worker.inflight import AsyncInFlight, InFlight, ThreadedInFlight, tracker
 
@@ -21,10 +20,8 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch):
-    c = Clock()
-    monkeypatch.setattr(inflight, "time", c)
-    return c
+def clock():
+    return Clock()
 
 
 @pytest.fixture
@@ -48,7 +45,7 @@ def test_a_job_is_shown_while_it_runs_and_described_once(board, clock, kind):
         calls.append(1)
         return '"GET / HTTP/1.1" from 127.0.0.1:5000'
 
-    requests = kind(board.slot(0))
+    requests = kind(board.slot(0), clock.monotonic)
     requests.begin(describe)
     assert board.running(0) == (100.0, '"GET / HTTP/1.1" from 127.0.0.1:5000')
     requests.end()
@@ -56,7 +53,7 @@ def test_a_job_is_shown_while_it_runs_and_described_once(board, clock, kind):
 
 
 def test_a_timed_job_is_shown_only_while_it_runs_even_if_it_fails(board, clock):
-    requests = ThreadedInFlight(board.slot(0))
+    requests = ThreadedInFlight(board.slot(0), clock.monotonic)
     seen = []
 
     def boom():
@@ -70,7 +67,7 @@ def test_a_timed_job_is_shown_only_while_it_runs_even_if_it_fails(board, clock):
 
 
 def test_the_oldest_of_concurrent_requests_is_shown(board, clock):
-    tracker = ThreadedInFlight(board.slot(0))
+    tracker = ThreadedInFlight(board.slot(0), clock.monotonic)
     release = {name: threading.Event() for name in "ABC"}
     started = {name: threading.Event() for name in "ABC"}
 
@@ -103,7 +100,7 @@ def test_the_oldest_of_concurrent_requests_is_shown(board, clock):
 
 @BOTH
 def test_waiting_for_the_client_does_not_count(board, clock, kind):
-    requests = kind(board.slot(0))
+    requests = kind(board.slot(0), clock.monotonic)
     requests.begin(lambda: "EchoHandler for 127.0.0.1:5000")
     clock.now = 101.0
     requests.pause()                 # blocked in recv: an idle keep-alive connection
@@ -117,7 +114,7 @@ def test_waiting_for_the_client_does_not_count(board, clock, kind):
 
 @BOTH
 def test_pause_and_resume_outside_a_request_do_nothing(board, clock, kind):
-    requests = kind(board.slot(0))
+    requests = kind(board.slot(0), clock.monotonic)
     requests.pause()
     requests.resume()
     assert board.running(0) == (0.0, "")

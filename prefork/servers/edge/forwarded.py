@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ...netlist import Networks, ip
 
@@ -114,6 +114,19 @@ def resolve(peer_host: Optional[str], headers: Sequence[Tuple[str, str]],
     if host is None and scheme is None:
         return None
     return Forwarded(host, port, scheme)
+
+
+def client_and_scheme(address: Any, headers: Sequence[Tuple[str, str]], trusted: Networks,
+                      kind: str) -> Tuple[Any, Optional[str]]:
+    """(the client's address, the scheme or None) that a trusted peer at ``address``
+    reports in ``headers``; ``address`` itself (the same object) and None when
+    they report nothing.  An address given without a port gets port 0."""
+    said = resolve(address[0] if isinstance(address, tuple) else None, headers, trusted, kind)
+    if said is None:
+        return address, None
+    if said.host is not None:
+        address = (said.host, said.port if said.port is not None else 0)
+    return address, said.scheme
 
 
 def _client(hops: List[Hop], trusted: Networks) -> Hop:

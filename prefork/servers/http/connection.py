@@ -22,11 +22,12 @@ import ssl
 import struct
 import tempfile
 from time import monotonic
-from typing import Any, Final, Optional
+from typing import Any, Callable, Dict, Final, Optional
 
 from ...addresses import client
+from ..edge.forwarded import client_and_scheme
 from ..edge.tls import close_notify
-from .environ import build_environ
+from .environ import client_fields, connection_base, request_environ
 from .exchange import Exchange
 from .parser import Request
 from .protocol import (BODY_DATA, CLOSE, FINISHED, LATE_READ, LINGER, PRODUCE, REJECT, REQUEST,
@@ -70,7 +71,7 @@ class HttpConnection:
 
     __slots__ = ("sock", "address", "client", "server", "loop", "proto", "closed", "body",
                  "exchange", "trusted", "tls", "_events", "_driving", "_next", "_in_job",
-                 "__weakref__")
+                 "_base", "_app", "_run_job", "_multithread", "_high_water", "__weakref__")
 
     def __init__(self, sock: socket.socket, address: Any, server: Any, loop: Any) -> None:
         self.sock = sock
@@ -80,6 +81,12 @@ class HttpConnection:
         self.trusted = server.trusts(address)
         self.tls = server.tls_environ(sock)
         self.loop = loop
+        # What every request of this connection reads: looked up once, not per request.
+        self._base: Dict[str, Any] = connection_base(server.environ_base, address, self.tls)
+        self._app: Callable = server.app
+        self._high_water: int = server.high_water
+        self._run_job: Callable = loop.run_job
+        self._multithread: bool = loop.multithread
         self.proto = HttpProtocol(server.limits, server.header_timeout, server.client_timeout,
                                   server.keepalive, monotonic())
         self.closed = False
@@ -247,7 +254,6 @@ class HttpConnection:
 
     def _run(self) -> None:
         """Run the app for the request the protocol has complete."""
-        server = self.server
         body = self.body
         if body is None:
             body, length = EMPTY_INPUT, 0
@@ -257,31 +263,33 @@ class HttpConnection:
         proto = self.proto
         request = proto.request
         assert request is not None      # REQUEST: the protocol holds a whole head
-        client, scheme = self.address, None
+        environ = request_environ(self._base, request, body, length)
+        client = self.address
         if self.trusted:
-            client, scheme = server.forwarded_client(request, client)
+            server = self.server
+            client, scheme = client_and_scheme(client, request.headers, server.forwarded_allow,
+                                               server.forwarded_kind)
+            if client is not self.address:
+                client_fields(environ, client)
+            if scheme is not None:
+                environ["wsgi.url_scheme"] = scheme
+                environ["HTTPS"] = "on" if scheme == "https" else "off"
         self.client = client
-        environ = build_environ(server.environ_base, request, body, length, client)
-        if self.tls is not None:
-            environ.update(self.tls)
-        if scheme is not None:
-            environ["wsgi.url_scheme"] = scheme
-            environ["HTTPS"] = "on" if scheme == "https" else "off"
-        self.exchange = exchange = Exchange(server.app, environ, request,
-                                            server.high_water, proto.keep_alive)
-        if self.loop.multithread:
+        self.exchange = exchange = Exchange(self._app, environ, request, self._high_water,
+                                            proto.keep_alive)
+        if self._multithread:
             self._want(0)   # not readable while the app runs: input waits in the kernel
         self._in_job = True
-        self.loop.run_job(exchange.run, self._after_job, what=self._describe)
+        self._run_job(exchange.run, self._after_job, what=self._describe)
 
     def _pump(self) -> None:
         """Run the app for more of its response."""
-        if self.loop.multithread:
+        if self._multithread:
             self._want(0)
         self._in_job = True
         exchange = self.exchange
         assert exchange is not None
-        self.loop.run_job(exchange.pump, self._after_job, counts=False, what=self._describe)
+        self._run_job(exchange.pump, self._after_job, counts=False, what=self._describe)
 
     def _after_job(self) -> None:
         self._in_job = False

@@ -61,13 +61,8 @@ class HttpListener:
     def forwarded_client(self, request: Request, address: Any) -> Tuple[Any, Optional[str]]:
         """(the client's address, the scheme or None) as a trusted peer's headers say;
         ``address`` and None when they say nothing."""
-        said = forwarded.resolve(address[0] if isinstance(address, tuple) else None,
-                                 request.headers, self.forwarded_allow, self.forwarded_kind)
-        if said is None:
-            return address, None
-        if said.host is not None:
-            address = (said.host, said.port if said.port is not None else 0)
-        return address, said.scheme
+        return forwarded.client_and_scheme(address, request.headers, self.forwarded_allow,
+                                           self.forwarded_kind)
 
     def _write_access(self, address: Any, request: Optional[Request], code: int,
                       size: int, started: float) -> None:
