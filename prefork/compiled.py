@@ -39,6 +39,9 @@ MODULES = (
 )
 
 PURE_ENV = "PREFORK_PURE_PYTHON"
+# An install writes a module's source and its extension moments apart, in
+# either order: only a source newer by more than this was edited after the build.
+EDITED_AFTER = 5.0
 
 
 def pure_wanted() -> bool:
@@ -68,7 +71,7 @@ def stale(root: str = "") -> bool:
         source = os.path.join(root, *name.split(".")) + ".py"
         for built in glob.glob(source[:-3] + ".*.so"):
             try:
-                if os.stat(built).st_mtime < os.stat(source).st_mtime:
+                if os.stat(source).st_mtime - os.stat(built).st_mtime > EDITED_AFTER:
                     return True
             except OSError:
                 continue

@@ -50,6 +50,8 @@ def test_a_compiled_module_older_than_its_source_is_stale(tmp_path):
     os.utime(source, (1000, 1000))
     os.utime(built, (2000, 2000))
     assert not compiled.stale(str(tmp_path))
+    os.utime(source, (2002, 2002))      # written just after it by the same install
+    assert not compiled.stale(str(tmp_path))
     os.utime(source, (3000, 3000))      # edited after the build
     assert compiled.stale(str(tmp_path))
 
