@@ -11,6 +11,14 @@ response bytes and the adapter around them, the part a compiled build
     python benchmarks/sansio.py                      # this tree
     python benchmarks/sansio.py --base-tree ../base  # and a base commit's tree
     python benchmarks/sansio.py --profile            # where the time goes, per function
+    python benchmarks/sansio.py --base-tree ../base --pure-too --instructions
+
+``--pure-too`` adds this tree once more with ``PREFORK_PURE_PYTHON=1`` (its
+plain-Python sources, compiled modules or not); ``--instructions`` adds the
+user-space instructions per request under valgrind's callgrind for each
+entry: deterministic (PYTHONHASHSEED=0), the difference between 1,200 and
+200 requests, so start-up and import are left out.  ``stages.py`` splits the
+compiled build's count by stage.
 
 It prints which build of the HTTP layer it measured: ``prefork.compiled``'s
 ``describe()`` when that module exists, else "pure Python", and whether
@@ -28,7 +36,10 @@ import argparse
 import cProfile
 import importlib
 import json
+import os
 import pstats
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -162,6 +173,37 @@ def short(path: str) -> str:
     return Path(path).name
 
 
+def serve_only(request: bytes, count: int) -> None:
+    """``count`` requests and nothing else: what --instructions and stages.py count."""
+    one, fake, done = prepared(request)
+    for _ in range(count):
+        one()
+    if fake.sends != count or not fake.first.startswith(b"HTTP/1.1 200"):
+        raise AssertionError(f"{fake.sends} replies to {count} requests: {fake.first[:40]!r}")
+    done()
+
+
+def serve_command(tree: Path, label: str, count: int) -> List[str]:
+    return [sys.executable, str(HERE), "--tree", str(tree), "--serve", label,
+            "--count", str(count)]
+
+
+def instructions(tree: Path, label: str, env: Dict[str, str]) -> Optional[int]:
+    """User-space instructions per request under callgrind, from the difference
+    between 1200 and 200 requests (the hash seed fixed, so the count is exact)."""
+    totals = []
+    for count in (200, 1200):
+        run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                              *serve_command(tree, label, count)], capture_output=True,
+                             text=True, env={**os.environ, **env, "PYTHONHASHSEED": "0"})
+        found = re.search(r"Collected : (\d+)", run.stderr)
+        if run.returncode or not found:
+            print(f"valgrind failed for {label}: {run.stderr[-400:]}", file=sys.stderr)
+            return None
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) // 1000
+
+
 def run_here(rounds: int, count: int) -> Dict[str, Any]:
     results: Dict[str, Any] = {label: measure(request, rounds, count)
                                for label, request in CASES.items()}
@@ -170,11 +212,12 @@ def run_here(rounds: int, count: int) -> Dict[str, Any]:
     return results
 
 
-def run_tree(tree: Path, rounds: int, count: int) -> Dict[str, Any]:
+def run_tree(tree: Path, rounds: int, count: int, env: Dict[str, str]) -> Dict[str, Any]:
     """The measurement in a fresh process that imports prefork from ``tree``."""
     out = subprocess.run([sys.executable, str(HERE), "--tree", str(tree), "--json",
                           "--rounds", str(rounds), "--count", str(count)],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True,
+                         env={**os.environ, **env}).stdout
     result = json.loads(out)
     if tree not in Path(result["prefork"]).resolve().parents:
         raise SystemExit(f"{tree}: prefork imported from {result['prefork']}")
@@ -193,11 +236,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--count", type=int, default=20000, help="requests per round")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile COUNT requests of each case; print the top 25 functions")
+    parser.add_argument("--pure-too", action="store_true",
+                        help="also this tree with PREFORK_PURE_PYTHON=1 (its sources)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per request under valgrind (slow)")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # The tree measured comes first: neither the editable install nor a compiled
     # build elsewhere may stand in for it (a mypyc build's shared helper module
     # sits at the tree's top level).
     sys.path.insert(0, str((args.tree or HERE.parent.parent).resolve()))
+    if args.serve:
+        serve_only(CASES[args.serve], args.count)
+        return 0
     if args.json:
         print(json.dumps(run_here(args.rounds, args.count)))
         return 0
@@ -207,25 +258,34 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"### {label}: cProfile over {args.count} requests\n")
             print("\n".join(profile_table(request, args.count)) + "\n")
         return 0
-    trees = {"this tree": (args.tree or HERE.parent.parent).resolve()}
+    here = (args.tree or HERE.parent.parent).resolve()
+    # Each entry: a tree and what its processes get in their environment.
+    trees: Dict[str, Tuple[Path, Dict[str, str]]] = {"this tree": (here, {})}
+    if args.pure_too:
+        trees["this tree (pure)"] = (here, {"PREFORK_PURE_PYTHON": "1"})
     if args.base_tree is not None:
-        trees = {"base": args.base_tree.resolve(), **trees}
+        trees = {"base": (args.base_tree.resolve(), {}), **trees}
     results: Dict[str, List[dict]] = {name: [] for name in trees}
     for _ in range(args.processes):
-        for name, tree in trees.items():
-            results[name].append(run_tree(tree, args.rounds, args.count))
+        for name, (tree, env) in trees.items():
+            results[name].append(run_tree(tree, args.rounds, args.count, env))
     for name in trees:
         print(f"{name}: {results[name][0]['implementation']}")
     print(f"\n{args.processes} processes per tree, each the best of {args.rounds} rounds "
           f"of {args.count} requests\n")
-    print("| request | tree | best us/request | median us/request | calls/request |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    counted = args.instructions and shutil.which("valgrind") is not None
+    print("| request | tree | best us/request | median us/request | calls/request |"
+          + (" instructions/request |" if counted else ""))
+    print("| --- | --- | ---: | ---: | ---: |" + (" ---: |" if counted else ""))
     for label in CASES:
-        for name in trees:
+        for name, (tree, env) in trees.items():
             values = [r[label][0] for r in results[name]]
             calls = results[name][0][label][1]
-            print(f"| {label} | {name} | {min(values):.2f} | {statistics.median(values):.2f} "
-                  f"| {calls:.0f} |")
+            row = (f"| {label} | {name} | {min(values):.2f} | {statistics.median(values):.2f} "
+                   f"| {calls:.0f} |")
+            if counted:
+                row += f" {instructions(tree, label, env) or '-'} |"
+            print(row, flush=True)
     return 0
 
 
