@@ -186,10 +186,11 @@ def run_tree(tree: Path, rounds: int, count: int) -> Dict[str, Tuple[float, floa
     return json.loads(out)
 
 
-def main(argv: List[str] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def tree_options(doc: str, tree_help: str = argparse.SUPPRESS) -> argparse.ArgumentParser:
+    """The options this benchmark and sansio.py share: trees, processes, rounds, counts."""
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--base-tree", type=Path, help="a checkout of the commit to compare with")
-    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tree", type=Path, help=tree_help)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--processes", type=int, default=5,
                         help="fresh processes per tree, alternating (default 5)")
@@ -198,7 +199,11 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--instructions", action="store_true",
                         help="also count instructions per request under valgrind (slow)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: List[str] = None) -> int:
+    args = tree_options(__doc__).parse_args(argv)
     if args.serve:
         sys.path.insert(0, str(args.tree.resolve()))
         serve_only(CASES[args.serve], args.count)

@@ -32,7 +32,6 @@ so read the shares, not the absolute microseconds.  Never run as a test.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import importlib
 import json
@@ -49,7 +48,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent))
-from inprocess import CASES, connect  # noqa: E402
+from inprocess import CASES, connect, tree_options  # noqa: E402
 
 
 class FakeSocket:
@@ -225,22 +224,11 @@ def run_tree(tree: Path, rounds: int, count: int, env: Dict[str, str]) -> Dict[s
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--base-tree", type=Path, help="a checkout of the commit to compare with")
-    parser.add_argument("--tree", type=Path,
-                        help="measure the prefork in this checkout (default: this one)")
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--processes", type=int, default=5,
-                        help="fresh processes per tree, alternating (default 5)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per process, best kept")
-    parser.add_argument("--count", type=int, default=20000, help="requests per round")
+    parser = tree_options(__doc__, "measure the prefork in this checkout (default: this one)")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile COUNT requests of each case; print the top 25 functions")
     parser.add_argument("--pure-too", action="store_true",
                         help="also this tree with PREFORK_PURE_PYTHON=1 (its sources)")
-    parser.add_argument("--instructions", action="store_true",
-                        help="also count instructions per request under valgrind (slow)")
-    parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # The tree measured comes first: neither the editable install nor a compiled
     # build elsewhere may stand in for it (a mypyc build's shared helper module
