@@ -40,6 +40,13 @@ def test_the_default_says_what_runs():
     assert "PREFORK_PURE_PYTHON" not in line
 
 
+def test_ci_runs_the_compiled_build():
+    if os.environ.get("PREFORK_EXPECT_COMPILED") != "1":
+        import pytest
+        pytest.skip("PREFORK_EXPECT_COMPILED is not set (.ci/run sets it)")
+    assert compiled.compiled_modules() == list(compiled.MODULES), compiled.describe()
+
+
 def test_a_compiled_module_older_than_its_source_is_stale(tmp_path):
     package = tmp_path / "prefork" / "servers" / "http"
     package.mkdir(parents=True)
