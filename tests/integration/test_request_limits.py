@@ -124,6 +124,9 @@ def test_a_worker_over_max_rss_is_recycled_without_a_failed_request(prefork_serv
     for t in clients:
         t.start()
     try:
+        # The clients are served by the first worker before it grows (else, on a
+        # sync worker, the growing request may come first and hold it until it goes).
+        wait_until(lambda: first in answers, 10, "the first worker answers the clients")
         # The request that grew it is still running when the worker is retired: a
         # graceful recycling lets it finish.
         with Conn(address, timeout=20) as conn:
