@@ -21,7 +21,9 @@ deadline, and a backlog of silent clients could fill the kernel's queue so
 that ``connect`` itself fails (a unix socket's at once, with EAGAIN:
 :func:`request` then tries again until its timeout).  The accept loop takes
 what is waiting each turn (up to :data:`MAX_CLIENTS`), so the backlog
-(:data:`BACKLOG`) only has to absorb one turn's arrivals.
+(:data:`BACKLOG`) only has to absorb one turn's arrivals.  A client
+whose request came late in a flood of newcomers can still be the one
+closed: :func:`request` asks a read-only command again (twice more).
 """
 
 from __future__ import annotations
@@ -151,8 +153,30 @@ def _read_line(conn: socket.socket) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
+# Asking these twice changes nothing: a status request the master dropped to
+# make room for others (see the module docstring) is asked again.
+READ_ONLY = frozenset({"status"})
+ATTEMPTS = 3
+
+
 def request(path: str, message: Dict[str, Any], timeout: float = 10.0) -> Dict[str, Any]:
     """Send one request to the master at ``path`` and return its reply."""
+    attempts = ATTEMPTS if message.get("cmd") in READ_ONLY else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return _request_once(path, message, timeout)
+        except _Dropped as exc:
+            if attempt == attempts:
+                raise PreforkError(str(exc)) from None
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
+class _Dropped(PreforkError):
+    """The master closed the connection before it replied."""
+
+
+def _request_once(path: str, message: Dict[str, Any], timeout: float) -> Dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
@@ -165,9 +189,13 @@ def request(path: str, message: Dict[str, Any], timeout: float = 10.0) -> Dict[s
         try:
             sock.sendall(json.dumps(message).encode() + b"\n")
             line = _read_line(sock)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise _Dropped(f"cannot reach the master at {path}: {exc.strerror}") from None
         except OSError as exc:
             raise PreforkError(f"cannot reach the master at {path}: "
                                f"{exc.strerror or exc}") from None
+        if not line:
+            raise _Dropped(f"the master at {path} closed the connection without a reply")
     try:
         return json.loads(line)
     except ValueError:
