@@ -38,17 +38,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Final, Iterable, List, Optional, Sequence, Tuple
 
 from ...netlist import Networks, ip
 
 # One hop: an address and maybe a port, or None when it names no address.
 Hop = Optional[Tuple[str, Optional[int]]]
 
-SCHEMES = ("http", "https")
-INITIALS = frozenset("xXfF")
-KINDS = {"x-forwarded": ("x-forwarded-for", "x-forwarded-proto"), "forwarded": ("forwarded",),
-         "auto": ("forwarded", "x-forwarded-for", "x-forwarded-proto")}
+SCHEMES: Final = ("http", "https")
+INITIALS: Final = frozenset("xXfF")
+KINDS: Final = {"x-forwarded": ("x-forwarded-for", "x-forwarded-proto"), "forwarded": ("forwarded",),
+                "auto": ("forwarded", "x-forwarded-for", "x-forwarded-proto")}
 
 # RFC 7239 section 4: forwarded-pair = token "=" value, value = token / quoted-string.
 # Unquoted values also take ':' and brackets: proxies that write

@@ -71,7 +71,8 @@ class HttpConnection:
 
     __slots__ = ("sock", "address", "client", "server", "loop", "proto", "closed", "body",
                  "exchange", "trusted", "tls", "_events", "_driving", "_next", "_in_job",
-                 "_base", "_app", "_run_job", "_multithread", "_high_water", "__weakref__")
+                 "_base", "_app", "_run_job", "_multithread", "_high_water", "_allow", "_forwarded",
+                 "__weakref__")
 
     def __init__(self, sock: socket.socket, address: Any, server: Any, loop: Any) -> None:
         self.sock = sock
@@ -85,6 +86,8 @@ class HttpConnection:
         self._base: Dict[str, Any] = connection_base(server.environ_base, address, self.tls)
         self._app: Callable = server.app
         self._high_water: int = server.high_water
+        self._allow: Any = server.forwarded_allow
+        self._forwarded: str = server.forwarded_kind
         self._run_job: Callable = loop.run_job
         self._multithread: bool = loop.multithread
         self.proto = HttpProtocol(server.limits, server.header_timeout, server.client_timeout,
@@ -266,9 +269,8 @@ class HttpConnection:
         environ = request_environ(self._base, request, body, length)
         client = self.address
         if self.trusted:
-            server = self.server
-            client, scheme = client_and_scheme(client, request.headers, server.forwarded_allow,
-                                               server.forwarded_kind)
+            client, scheme = client_and_scheme(client, request.headers, self._allow,
+                                               self._forwarded)
             if client is not self.address:
                 client_fields(environ, client)
             if scheme is not None:

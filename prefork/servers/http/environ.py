@@ -83,20 +83,25 @@ def split_target(target: str) -> tuple:
 # The keys request_environ sets on every request.
 REQUEST_KEYS: Final = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "RAW_URI", "REQUEST_URI",
                        "SERVER_PROTOCOL", "wsgi.input")
+_ROOM: Final = "prefork.room"
 
 
 def connection_base(base: Dict[str, Any], client_address: Any,
                     extra: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """The environ base of one connection: the listener's ``base``, the client's
     fields and ``extra`` (TLS), and a placeholder for each of REQUEST_KEYS.  Each
-    request's copy then overwrites those instead of inserting them, which
-    spares it a resize of the dict (a quarter of the environ's cost)."""
+    request's copy then overwrites those instead of inserting them."""
     environ = dict(base)
     client_fields(environ, client_address)
     if extra:
         environ.update(extra)
     for key in REQUEST_KEYS:
         environ[key] = None
+    # A dict's copy keeps the size of its table.  Grown past the next resize
+    # and trimmed back, the base gives each request's copy room for its
+    # header fields: else the first one (Host) would resize every copy.
+    environ[_ROOM] = None
+    del environ[_ROOM]
     return environ
 
 
