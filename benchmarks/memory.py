@@ -35,7 +35,7 @@ KINDS = {
     "asyncio + ASGI (asgi_apps:app)": ["asgi_apps:app", "-k", "asyncio"],
     "thread + handler (HelloHandler)": ["prefork.examples.hello:HelloHandler", "-k", "thread"],
 }
-READINGS = (1000, 10000)     # and after the last request: a plateau or a steady climb
+READINGS = (1000, 10000, 100000)     # and after the last request: a plateau or a steady climb
 
 
 def worker_pid(master: int, deadline: float = 20.0) -> int:
