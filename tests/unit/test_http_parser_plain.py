@@ -62,7 +62,7 @@ def checked(parser: RequestParser, head: str):
 @given(methods, targets, versions, fields,
        st.sampled_from([Limits(), Limits(request_line=12, header_count=2, header_size=10)]))
 def test_what_the_fast_path_accepts_the_checks_accept_alike(method, target, version,
-                                                          field_list, limits):
+                                                            field_list, limits):
     head = head_of(method, target, version, field_list)
     parser = RequestParser(limits)
     plain = parser._plain_head(head.encode("latin-1"))

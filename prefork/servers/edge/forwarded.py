@@ -47,7 +47,8 @@ Hop = Optional[Tuple[str, Optional[int]]]
 
 SCHEMES: Final = ("http", "https")
 INITIALS: Final = frozenset("xXfF")
-KINDS: Final = {"x-forwarded": ("x-forwarded-for", "x-forwarded-proto"), "forwarded": ("forwarded",),
+KINDS: Final = {"x-forwarded": ("x-forwarded-for", "x-forwarded-proto"),
+                "forwarded": ("forwarded",),
                 "auto": ("forwarded", "x-forwarded-for", "x-forwarded-proto")}
 
 # RFC 7239 section 4: forwarded-pair = token "=" value, value = token / quoted-string.

@@ -166,8 +166,8 @@ class RequestParser:
         if len(parts) != 3:
             return None
         method, target, version = parts
-        if (version != "HTTP/1.1" and version != "HTTP/1.0") or target[:1] != "/" or "\t" in target \
-                or method == "CONNECT" or not TOKENS.fits(method):
+        if (version != "HTTP/1.1" and version != "HTTP/1.0") or target[:1] != "/" \
+                or "\t" in target or method == "CONNECT" or not TOKENS.fits(method):
             return None
         headers: List[Tuple[str, str]] = []
         for i in range(1, crlf):
