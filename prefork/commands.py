@@ -113,7 +113,11 @@ def scale(args: argparse.Namespace) -> int:
     sock, pid_path = locate(args)
     reply = _ask(sock, pid_path, {"cmd": "scale", "workers": number, "relative": relative})
     if reply:
-        print(f"scaling master {reply['pid']} to {reply['workers']} workers")
+        if "workers_max" in reply:
+            print(f"scaling master {reply['pid']}: at least {reply['workers']} workers, "
+                  f"up to {reply['workers_max']} under load")
+        else:
+            print(f"scaling master {reply['pid']} to {reply['workers']} workers")
         return EXIT_OK
     if not relative:
         pidfile.read_pid(pid_path)      # "not running" first, if so

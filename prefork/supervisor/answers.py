@@ -27,6 +27,7 @@ class Outcome:
 
     trail: List[object]    # every event fed and every action decided, in order
     pool_size: int         # the arbiter's target afterwards
+    ceiling: int = 0       # the adaptive pool's --max-workers (0: not adaptive)
 
 
 def answer(message: Dict[str, Any], snapshot: Callable[[], Dict[str, Any]],
@@ -49,7 +50,10 @@ def answer(message: Dict[str, Any], snapshot: Callable[[], Dict[str, Any]],
         refused = [a.text for a in outcome.trail if isinstance(a, Refused)]
         if refused:
             return {"ok": False, "error": refused[0]}
-        return {"ok": True, "pid": pid, "workers": outcome.pool_size}
+        reply: Reply = {"ok": True, "pid": pid, "workers": outcome.pool_size}
+        if outcome.pool_size < outcome.ceiling:     # N is the floor it grows from
+            reply["workers_max"] = outcome.ceiling
+        return reply
     return {"ok": False, "error": f"unknown command {command!r}"}
 
 

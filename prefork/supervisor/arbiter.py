@@ -247,10 +247,12 @@ class Arbiter:
             return [Refused("info", "scale while stopping; ignored")]
         asked = self.target + event.workers if event.relative else event.workers
         self.target = clamp_pool(asked, self.capacity)
+        text = f"scale: pool size {self.target}"
+        if self.target < self.autoscale.ceiling:   # what is set is the adaptive pool's floor
+            text = f"scale: pool floor {self.target}, up to {self.autoscale.ceiling} under load"
         if asked > self.target:
-            return [Log("info", f"scale: pool size {self.target} (asked for {asked}; "
-                                f"{self.max_workers} is the maximum)")]
-        return [Log("info", f"scale: pool size {self.target}")]
+            text += f" (asked for {asked}; {self.max_workers} is the maximum)"
+        return [Log("info", text)]
 
     def _on_reload_wanted(self, event: ReloadWanted, now: float) -> List[object]:
         why = event.why

@@ -300,7 +300,7 @@ class Master(Performer):
     def _steer(self, events: List[object]) -> Outcome:
         """Feed a control request's events now.  Requests are read at the top of a
         turn, never while actions are performed, so this is not a re-entry."""
-        return Outcome(self._feed(events), self.arbiter.target)
+        return Outcome(self._feed(events), self.arbiter.target, self.arbiter.autoscale.ceiling)
 
     def _snapshot(self) -> Dict[str, object]:
         return status.snapshot(self.arbiter, self.scoreboard, self.config.target,

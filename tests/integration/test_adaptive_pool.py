@@ -67,5 +67,11 @@ def test_grows_under_slow_requests_and_shrinks_back_when_calm(prefork_server, tm
                        tmp_path).stdout
     assert 'prefork_pool_steps_total{direction="grow"} 2' in text
     assert "prefork_workers_max 3" in text
+    # `prefork scale` moves the floor, and says so.
+    scaled = run_prefork(["scale", "2", "--control-socket", str(sock)], tmp_path)
+    assert scaled.returncode == 0, scaled.stderr
+    assert "at least 2 workers, up to 3 under load" in scaled.stdout, scaled.stdout
+    server.wait_for(r"scale: pool floor 2, up to 3 under load")
+    server.wait_workers(lambda p: len(p) == 2, timeout=10)
     log = server.log()
     assert "shrinking to 0" not in log and "unexpectedly" not in log and "killed" not in log

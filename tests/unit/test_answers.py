@@ -104,6 +104,21 @@ def test_scale_past_the_maximum_replies_the_clamped_size():
     assert reply["workers"] == 1 == pool.arb.target
 
 
+def test_scale_of_an_adaptive_pool_replies_its_ceiling_too():
+    pool, _ = running(1, capacity=16)
+    pool.arb.autoscale.ceiling = 4
+
+    def steer(events):
+        trail = []
+        for event in events:
+            trail += [event] + pool.decide(event, T + 1)
+        return Outcome(trail, pool.arb.target, pool.arb.autoscale.ceiling)
+    reply = answer({"cmd": "scale", "workers": 2}, dict, steer)
+    assert reply == {"ok": True, "pid": PID, "workers": 2, "workers_max": 4}
+    reply = answer({"cmd": "scale", "workers": 6}, dict, steer)
+    assert reply == {"ok": True, "pid": PID, "workers": 6}
+
+
 def test_scale_while_stopping_is_refused():
     pool, _ = running(2)
     pool.decide(Signal(signal.SIGTERM))

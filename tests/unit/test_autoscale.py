@@ -207,6 +207,14 @@ def test_ttin_ttou_and_scale_move_the_floor_and_the_pool_with_it():
     assert sum(1 for w in pool.arb.workers.values() if w.retiring) == 1
 
 
+def test_scale_says_it_sets_the_adaptive_pools_floor():
+    pool, _ = adaptive(max_workers=4)
+    assert logs(pool.decide(Scale(2), T + 1), "info") == [
+        "scale: pool floor 2, up to 4 under load"]
+    # At or above the ceiling there is nothing to grow into: a plain size.
+    assert logs(pool.decide(Scale(5), T + 2), "info") == ["scale: pool size 5"]
+
+
 def test_no_scaling_while_stopping():
     pool, pids = adaptive()
     pool.decide(Signal(signal.SIGTERM), T + 1)
