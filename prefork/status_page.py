@@ -40,6 +40,14 @@ class History:
         self._seen: Dict[int, int] = {}     # pid -> its requests at the last sample
         self._total = 0
 
+    def resume(self, samples: Sequence[Sequence[float]]) -> None:
+        """Go on from the samples of the master this one replaced (USR2), so the
+        chart keeps its past; this master's workers count from 0 on top of them."""
+        for taken, total in list(samples)[-(self.samples.maxlen or 1):]:
+            self.samples.append((float(taken), int(total)))
+        if self.samples:
+            self._total = self.samples[-1][1]
+
     def due(self, now: float) -> bool:
         return not self.samples or now - self.samples[-1][0] >= self.step
 

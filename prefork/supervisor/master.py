@@ -95,6 +95,8 @@ class Master(Performer):
             self.arbiter.generation = self.arbiter.last_generation = inheritance.generation + 1
         # /status's request-rate chart: a sample every few seconds, taken in _turn.
         self.history = status_page.History()
+        if inheritance is not None:
+            self.history.resume(inheritance.history)
         self._render_metrics = Site(lambda: metrics.render(self._snapshot()), self._snapshot,
                                     self.history)
 

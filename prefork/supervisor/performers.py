@@ -17,7 +17,7 @@ import signal
 import time
 from typing import Any, Callable, Dict, Optional
 
-from .. import log, sockets, target
+from .. import log, sockets, status_page, target
 from ..config import Config
 from ..errors import PreforkError
 from ..hooks import Hooks, WorkerInfo
@@ -62,6 +62,7 @@ class Performer:
     exit_status: Optional[int]            # set by Exit: the loop ends
     ready: bool                           # the first generation came up
     last_error: str                       # what the --daemon launcher prints if start-up fails
+    history: status_page.History          # /status's request-rate samples, bequeathed on USR2
 
     def perform(self, action: object) -> Optional[object]:
         """Carry out ``action``; the event it answers with, if any."""
@@ -176,8 +177,9 @@ class Performer:
     def _start_upgrade(self, action: StartUpgrade) -> object:
         log.flush()     # as before any fork: what is buffered is written once, by us
         try:
-            self.upgrade = Upgrade.start(self.holdings.bequeath(action.generation),
-                                         self.launch_directory, MASTER_SIGNALS)
+            inheritance = self.holdings.bequeath(action.generation)
+            inheritance.history = [[taken, total] for taken, total in self.history.samples]
+            self.upgrade = Upgrade.start(inheritance, self.launch_directory, MASTER_SIGNALS)
         except OSError as exc:
             return UpgradeFailed(0, f"cannot fork: {exc.strerror}")
         return UpgradeStarted(self.upgrade.pid)

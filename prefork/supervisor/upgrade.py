@@ -45,6 +45,7 @@ class Inheritance:
     ready: Optional[int] = None
     parent: int = 0
     generation: int = 0          # the old master's last generation number
+    history: List[List[float]] = field(default_factory=list)   # /status's samples
 
     def fds(self) -> List[int]:
         extra = [self.pidfile, self.control, self.metrics, self.ready]
@@ -64,7 +65,10 @@ def inherited() -> Optional[Inheritance]:
         return None
     try:
         data = json.loads(text)
-        inheritance = Inheritance(**data)
+        # What a newer master bequeathed beyond these fields is left: a USR2
+        # back to an older version must still work.
+        inheritance = Inheritance(**{key: value for key, value in data.items()
+                                     if key in Inheritance.__dataclass_fields__})
         inheritance.listeners = [(int(fd), str(name)) for fd, name in inheritance.listeners]
         for fd in inheritance.fds():
             os.fstat(fd)

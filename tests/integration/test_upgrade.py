@@ -50,6 +50,14 @@ def upgrade(server, sig: int = signal.SIGUSR2, timeout: float = 30) -> int:
     return new
 
 
+def chart_samples(metrics: tuple) -> tuple:
+    """(samples, peak req/s) of the chart on /status."""
+    page = get(metrics, "/status").body.decode()
+    samples = re.search(r'data-samples="(\d+)"', page)
+    peak = re.search(r"peak ([\d.]+) req/s", page)
+    return (int(samples.group(1)) if samples else 0, float(peak.group(1)) if peak else 0.0)
+
+
 def status(tmp_path: Path) -> dict:
     result = run_prefork(["status", "--json", "--control-socket", str(tmp_path / "ctl.sock")],
                          tmp_path)
@@ -79,7 +87,14 @@ def test_usr2_under_load_loses_nothing_and_hands_over_everything(prefork_server,
 def test_a_second_upgrade_and_a_stop_through_the_pidfile(prefork_server, tmp_path):
     metrics = ("127.0.0.1", free_port())
     server = start_router(prefork_server, tmp_path, "--metrics-bind", "%s:%d" % metrics)
+    # /status's request-rate chart, once it has a rate to draw: the new master keeps it.
+    for _ in range(20):
+        assert get(server.address, "/hello/").status == 200
+    wait_until(lambda: chart_samples(metrics)[1] > 0, 20, "a request rate in the chart")
+    charted = chart_samples(metrics)[0]
     first = upgrade(server)
+    samples, peak = chart_samples(metrics)
+    assert samples >= charted and peak > 0, (samples, charted, peak)
     second = upgrade(server)
     assert first != second and int((tmp_path / "prefork.pid").read_text()) == second
     # The metrics socket was handed over too (binding it again would have failed).

@@ -134,6 +134,22 @@ def test_history_counts_across_worker_replacement_and_keeps_a_ring():
     assert h.previous(31.0)[0] == 30.0
 
 
+def test_a_new_master_resumes_the_history_it_was_bequeathed():
+    old = History(step=5.0, span=20.0)
+    for t, count in ((0.0, 10), (5.0, 20), (10.0, 30), (15.0, 40), (20.0, 50), (25.0, 60)):
+        old.add(t, report(worker(1, count)))
+    bequeathed = [[taken, total] for taken, total in old.samples]   # through JSON
+    new = History(step=5.0, span=20.0)
+    new.resume(bequeathed)
+    assert list(new.samples) == list(old.samples)
+    # The new master's workers count from 0 on top of the old total.
+    new.add(30.0, report(worker(7, 4)))
+    assert new.samples[-1] == (30.0, 64) and len(new.samples) == 5
+    empty = History()
+    empty.resume([])
+    assert list(empty.samples) == [] and empty.due(0.0)
+
+
 def test_per_worker_rates_come_from_the_previous_report():
     before = report(worker(11, 10, busy_seconds=1.0))
     now = report(worker(11, 30, busy_seconds=3.0))
