@@ -5,7 +5,8 @@ interpreter path is looked up again, so a rebuilt virtual environment
 brings a new interpreter).  Across the exec the new master inherits the
 listening sockets, the pidfile's lock, the control socket, the metrics
 socket and the write end of a readiness pipe; the environment variable
-``PREFORK_UPGRADE`` says which fd is which.  It binds nothing that it
+``PREFORK_UPGRADE`` says which fd is which (and ``PREFORK_UPGRADE_HISTORY``
+carries the request-rate samples of ``/status``).  It binds nothing that it
 inherited, so not one connection is refused while two masters run.
 
 The old master keeps serving and watches the pipe (:class:`Upgrade`).  The
@@ -31,6 +32,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .daemon import parse_outcome
 
 ENV = "PREFORK_UPGRADE"
+# /status's history goes apart from ENV: a new master of an older version (a
+# rollback) refuses fields it does not know in ENV, but ignores this one.
+HISTORY_ENV = "PREFORK_UPGRADE_HISTORY"
 
 
 @dataclass
@@ -51,8 +55,11 @@ class Inheritance:
         extra = [self.pidfile, self.control, self.metrics, self.ready]
         return [fd for fd, _ in self.listeners] + [fd for fd in extra if fd is not None]
 
-    def encode(self) -> str:
-        return json.dumps(self.__dict__)
+    def encode(self) -> Dict[str, str]:
+        """The environment variables that carry it."""
+        fields = dict(self.__dict__)
+        history = fields.pop("history")
+        return {ENV: json.dumps(fields), HISTORY_ENV: json.dumps(history)}
 
 
 def inherited() -> Optional[Inheritance]:
@@ -61,14 +68,16 @@ def inherited() -> Optional[Inheritance]:
     The variable is removed, so that no worker or later upgrade sees it.
     """
     text = os.environ.pop(ENV, "")
+    history = _history(os.environ.pop(HISTORY_ENV, ""))
     if not text:
         return None
     try:
         data = json.loads(text)
         # What a newer master bequeathed beyond these fields is left: a USR2
-        # back to an older version must still work.
+        # back to this version must still work.
+        data.pop("history", None)
         inheritance = Inheritance(**{key: value for key, value in data.items()
-                                     if key in Inheritance.__dataclass_fields__})
+                                     if key in Inheritance.__dataclass_fields__}, history=history)
         inheritance.listeners = [(int(fd), str(name)) for fd, name in inheritance.listeners]
         for fd in inheritance.fds():
             os.fstat(fd)
@@ -76,6 +85,20 @@ def inherited() -> Optional[Inheritance]:
     except (ValueError, TypeError, OSError) as exc:
         raise SystemExit(f"prefork: error: bad {ENV} from the old master: {exc}")
     return inheritance
+
+
+def _history(text: str) -> List[List[float]]:
+    """The bequeathed /status samples; none if they are not what this version
+    writes (a chart is not worth refusing an upgrade for)."""
+    try:
+        samples = json.loads(text) if text else []
+    except ValueError:
+        return []
+    if isinstance(samples, list) and all(
+            isinstance(s, list) and len(s) == 2 and all(isinstance(v, (int, float)) for v in s)
+            for s in samples):
+        return samples
+    return []
 
 
 def command_line() -> List[str]:
@@ -114,7 +137,7 @@ class Upgrade:
         read_fd, write_fd = os.pipe()
         inheritance.ready, inheritance.parent = write_fd, os.getpid()
         argv = command_line()
-        env = dict(os.environ, **{ENV: inheritance.encode()})
+        env = dict(os.environ, **inheritance.encode())
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
             pid = os.fork()
