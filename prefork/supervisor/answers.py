@@ -27,7 +27,7 @@ class Outcome:
 
     trail: List[object]    # every event fed and every action decided, in order
     pool_size: int         # the arbiter's target afterwards
-    ceiling: int = 0       # the adaptive pool's --max-workers (0: not adaptive)
+    grows_to: int = 0      # the adaptive pool's ceiling above that floor (0: none)
 
 
 def answer(message: Dict[str, Any], snapshot: Callable[[], Dict[str, Any]],
@@ -51,8 +51,8 @@ def answer(message: Dict[str, Any], snapshot: Callable[[], Dict[str, Any]],
         if refused:
             return {"ok": False, "error": refused[0]}
         reply: Reply = {"ok": True, "pid": pid, "workers": outcome.pool_size}
-        if outcome.pool_size < outcome.ceiling:     # N is the floor it grows from
-            reply["workers_max"] = outcome.ceiling
+        if outcome.grows_to:      # the size set is the floor the pool grows from
+            reply["workers_max"] = outcome.grows_to
         return reply
     return {"ok": False, "error": f"unknown command {command!r}"}
 

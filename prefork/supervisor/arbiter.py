@@ -107,6 +107,11 @@ class Arbiter:
         return self.autoscale.size(self.target)
 
     @property
+    def grows_to(self) -> int:
+        """The adaptive pool's ceiling while target is a floor below it; else 0."""
+        return self.autoscale.ceiling if self.target < self.autoscale.ceiling else 0
+
+    @property
     def reloading(self) -> bool:
         return self.generation != self.stable
 
@@ -248,8 +253,8 @@ class Arbiter:
         asked = self.target + event.workers if event.relative else event.workers
         self.target = clamp_pool(asked, self.capacity)
         text = f"scale: pool size {self.target}"
-        if self.target < self.autoscale.ceiling:   # what is set is the adaptive pool's floor
-            text = f"scale: pool floor {self.target}, up to {self.autoscale.ceiling} under load"
+        if self.grows_to:
+            text = f"scale: pool floor {self.target}, up to {self.grows_to} under load"
         if asked > self.target:
             text += f" (asked for {asked}; {self.max_workers} is the maximum)"
         return [Log("info", text)]

@@ -302,7 +302,7 @@ class Master(Performer):
     def _steer(self, events: List[object]) -> Outcome:
         """Feed a control request's events now.  Requests are read at the top of a
         turn, never while actions are performed, so this is not a re-entry."""
-        return Outcome(self._feed(events), self.arbiter.target, self.arbiter.autoscale.ceiling)
+        return Outcome(self._feed(events), self.arbiter.target, self.arbiter.grows_to)
 
     def _snapshot(self) -> Dict[str, object]:
         return status.snapshot(self.arbiter, self.scoreboard, self.config.target,

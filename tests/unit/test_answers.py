@@ -112,7 +112,7 @@ def test_scale_of_an_adaptive_pool_replies_its_ceiling_too():
         trail = []
         for event in events:
             trail += [event] + pool.decide(event, T + 1)
-        return Outcome(trail, pool.arb.target, pool.arb.autoscale.ceiling)
+        return Outcome(trail, pool.arb.target, pool.arb.grows_to)
     reply = answer({"cmd": "scale", "workers": 2}, dict, steer)
     assert reply == {"ok": True, "pid": PID, "workers": 2, "workers_max": 4}
     reply = answer({"cmd": "scale", "workers": 6}, dict, steer)
